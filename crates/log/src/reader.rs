@@ -1,0 +1,466 @@
+//! Reading: offset-spec lookups through the index files, and cursors that hand out whole
+//! chunks as slices of one read buffer.
+//!
+//! Readers never block the writer: they share only a small [`View`] of committed segment sizes
+//! behind a lock held for microseconds, and read the files through their own handles. Only
+//! committed bytes are ever read, so a reader never sees a chunk being written.
+
+use std::fs::File;
+use std::io::{Read, Seek as _, SeekFrom};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use brook_protocol::chunk::{ChunkHeader, ChunkType, HEADER_LEN};
+use bytes::Bytes;
+
+use crate::error::{LogError, Result};
+use crate::format::{FILE_HEADER_LEN, IndexFile, index_path, segment_path};
+
+/// What the writer publishes about one segment at commit time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SegmentInfo {
+    /// The file name: id of the first chunk written to it.
+    pub first_chunk_id: u64,
+    /// Chunks (= index records).
+    pub chunks: u64,
+    /// File length in bytes, header included.
+    pub size: u64,
+    pub last_chunk_id: Option<u64>,
+    pub last_timestamp: Option<i64>,
+    /// The offset after the segment's last record.
+    pub next_offset: u64,
+}
+
+impl SegmentInfo {
+    pub(crate) fn empty(first_chunk_id: u64) -> Self {
+        Self {
+            first_chunk_id,
+            chunks: 0,
+            size: FILE_HEADER_LEN,
+            last_chunk_id: None,
+            last_timestamp: None,
+            next_offset: first_chunk_id,
+        }
+    }
+}
+
+/// Where a chunk starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// First chunk id of the segment file.
+    pub segment: u64,
+    pub file_pos: u64,
+    pub chunk_id: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct View {
+    pub segments: Vec<SegmentInfo>,
+    pub last_user_chunk: Option<Position>,
+    pub deleted: bool,
+}
+
+impl View {
+    pub(crate) fn next_offset(&self) -> u64 {
+        self.segments.last().map_or(0, |s| s.next_offset)
+    }
+
+    fn first_chunk_id(&self) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|s| s.chunks > 0)
+            .map(|s| s.first_chunk_id)
+    }
+
+    fn committed_chunk_id(&self) -> Option<u64> {
+        self.segments.iter().rev().find_map(|s| s.last_chunk_id)
+    }
+
+    fn tail(&self) -> Option<Position> {
+        self.segments.last().map(|s| Position {
+            segment: s.first_chunk_id,
+            file_pos: s.size,
+            chunk_id: s.next_offset,
+        })
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub dir: PathBuf,
+    view: RwLock<View>,
+}
+
+impl Shared {
+    pub(crate) fn new(dir: PathBuf, view: View) -> Self {
+        Self {
+            dir,
+            view: RwLock::new(view),
+        }
+    }
+
+    // A panic while holding the lock cannot leave the view half-updated in a way readers
+    // could misuse (every update is a plain assignment), so poisoning is ignored.
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, View> {
+        self.view.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, View> {
+        self.view.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A binary search over one segment's index.
+enum Search {
+    ChunkContaining(u64),
+    FirstAtOrAfter(i64),
+}
+
+/// Where to attach a reader, with RabbitMQ's semantics (chunk-granular).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seek {
+    /// The first retained chunk.
+    First,
+    /// The start of the last user chunk; `Next` if there is none.
+    Last,
+    /// After the last chunk: only what is written from now on.
+    Next,
+    /// The chunk containing this offset; clamped to the first chunk, and `Next` past the end.
+    Offset(u64),
+    /// The first chunk written at or after this time (ms since the epoch); `Next` if none.
+    Timestamp(i64),
+}
+
+/// Committed-state numbers for StreamStats and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogStats {
+    /// First retained chunk id; `None` when the log holds no chunk.
+    pub first_chunk_id: Option<u64>,
+    /// Last committed chunk id; `None` when nothing was committed.
+    pub committed_chunk_id: Option<u64>,
+    /// The offset the next chunk will get.
+    pub next_offset: u64,
+    /// Bytes on disk, all segments.
+    pub bytes: u64,
+    pub segments: usize,
+}
+
+/// A cheap, cloneable handle for lookups and cursors.
+#[derive(Debug, Clone)]
+pub struct LogReader {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl LogReader {
+    pub fn stats(&self) -> LogStats {
+        let view = self.shared.read();
+        LogStats {
+            first_chunk_id: view.first_chunk_id(),
+            committed_chunk_id: view.committed_chunk_id(),
+            next_offset: view.next_offset(),
+            bytes: view.segments.iter().map(|s| s.size).sum(),
+            segments: view.segments.len(),
+        }
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.shared.read().deleted
+    }
+
+    /// Resolves a seek to the chunk a reader would attach at.
+    pub fn resolve(&self, seek: Seek) -> Result<Position> {
+        // Retention may delete an index file between reading the view and opening the file;
+        // the next attempt sees the new view.
+        let mut attempts = 0;
+        loop {
+            match self.try_resolve(seek) {
+                Err(LogError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound && attempts < 3 =>
+                {
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_resolve(&self, seek: Seek) -> Result<Position> {
+        let (segment, chunks, search) = {
+            let view = self.shared.read();
+            if view.deleted {
+                return Err(LogError::Deleted);
+            }
+            let tail = view.tail().unwrap_or(Position {
+                segment: 0,
+                file_pos: FILE_HEADER_LEN,
+                chunk_id: 0,
+            });
+            match seek {
+                Seek::Next => return Ok(tail),
+                Seek::First => {
+                    return Ok(view.segments.first().map_or(tail, |s| Position {
+                        segment: s.first_chunk_id,
+                        file_pos: FILE_HEADER_LEN,
+                        chunk_id: s.first_chunk_id,
+                    }));
+                }
+                Seek::Last => {
+                    let first = view.segments.first().map_or(0, |s| s.first_chunk_id);
+                    return Ok(view
+                        .last_user_chunk
+                        .filter(|p| p.segment >= first)
+                        .unwrap_or(tail));
+                }
+                Seek::Offset(n) => {
+                    let Some(first) = view.first_chunk_id() else {
+                        return Ok(tail);
+                    };
+                    let n = n.max(first);
+                    if n >= view.next_offset() {
+                        return Ok(tail);
+                    }
+                    // The last segment starting at or before n; it holds n because
+                    // first <= n < next.
+                    let i = view.segments.partition_point(|s| s.first_chunk_id <= n);
+                    let Some(seg) = view.segments.get(i.saturating_sub(1)) else {
+                        return Ok(tail);
+                    };
+                    (seg.first_chunk_id, seg.chunks, Search::ChunkContaining(n))
+                }
+                Seek::Timestamp(t) => {
+                    let Some(seg) = view
+                        .segments
+                        .iter()
+                        .find(|s| s.last_timestamp.is_some_and(|last| last >= t))
+                    else {
+                        return Ok(tail);
+                    };
+                    (seg.first_chunk_id, seg.chunks, Search::FirstAtOrAfter(t))
+                }
+            }
+        };
+        let index = IndexFile::open(index_path(&self.shared.dir, segment))?;
+        let i = match search {
+            // The first record past n, minus one: the chunk containing n.
+            Search::ChunkContaining(n) => index
+                .partition_point(chunks, |r| r.chunk_id <= n)?
+                .saturating_sub(1),
+            Search::FirstAtOrAfter(t) => index.partition_point(chunks, |r| r.timestamp < t)?,
+        };
+        let record = index.record(i.min(chunks.saturating_sub(1)))?;
+        Ok(Position {
+            segment,
+            file_pos: u64::from(record.position),
+            chunk_id: record.chunk_id,
+        })
+    }
+
+    /// A cursor attached where `seek` resolves.
+    pub fn cursor(&self, seek: Seek) -> Result<Cursor> {
+        let position = self.resolve(seek)?;
+        Ok(self.cursor_at(position))
+    }
+
+    pub fn cursor_at(&self, position: Position) -> Cursor {
+        Cursor {
+            shared: self.shared.clone(),
+            position,
+            file: None,
+        }
+    }
+}
+
+/// One chunk as stored: header, Bloom filter, data, trailer, all slices of one read buffer.
+#[derive(Debug, Clone)]
+pub struct ReadChunk {
+    pub header: ChunkHeader,
+    raw: Bytes,
+}
+
+impl ReadChunk {
+    fn data_start(&self) -> usize {
+        HEADER_LEN + usize::from(self.header.bloom_size)
+    }
+
+    /// The 48 header bytes exactly as stored.
+    pub fn header_bytes(&self) -> Bytes {
+        self.raw.slice(..HEADER_LEN)
+    }
+
+    pub fn bloom(&self) -> Bytes {
+        self.raw.slice(HEADER_LEN..self.data_start())
+    }
+
+    pub fn data(&self) -> Bytes {
+        let start = self.data_start();
+        self.raw.slice(start..start + self.header.data_len as usize)
+    }
+
+    pub fn trailer(&self) -> Bytes {
+        self.raw
+            .slice(self.data_start() + self.header.data_len as usize..)
+    }
+
+    /// What a Deliver frame carries: header + data. One slice when there is no Bloom filter.
+    pub fn wire_parts(&self) -> (Bytes, Option<Bytes>) {
+        if self.header.bloom_size == 0 {
+            (self.raw.slice(..self.header.wire_len()), None)
+        } else {
+            (self.header_bytes(), Some(self.data()))
+        }
+    }
+
+    pub fn is_user(&self) -> bool {
+        self.header.chunk_type == ChunkType::User
+    }
+}
+
+/// Reads committed chunks forward from a position, across segments.
+#[derive(Debug)]
+pub struct Cursor {
+    shared: Arc<Shared>,
+    position: Position,
+    /// Open handle on the current segment, its OS file position at `position.file_pos`.
+    file: Option<File>,
+}
+
+impl Cursor {
+    /// The id the next chunk read will have (or has, once written).
+    pub fn next_chunk_id(&self) -> u64 {
+        self.position.chunk_id
+    }
+
+    pub fn position(&self) -> Position {
+        self.position
+    }
+
+    fn move_to(&mut self, segment: u64) {
+        self.position = Position {
+            segment,
+            file_pos: FILE_HEADER_LEN,
+            chunk_id: segment,
+        };
+        self.file = None;
+    }
+
+    /// Appends to `out` the committed chunks after the cursor, reading about `max_bytes` (always
+    /// at least one whole chunk if one is available). Returns how many were added; 0 means the
+    /// cursor is at the committed end.
+    pub fn read(&mut self, max_bytes: usize, out: &mut Vec<ReadChunk>) -> Result<usize> {
+        let limit = loop {
+            let view = self.shared.read();
+            if view.deleted {
+                return Err(LogError::Deleted);
+            }
+            let segs = &view.segments;
+            match segs.binary_search_by_key(&self.position.segment, |s| s.first_chunk_id) {
+                Ok(i) => {
+                    let seg = &segs[i];
+                    if self.position.file_pos < seg.size {
+                        break seg.size;
+                    }
+                    match segs.get(i + 1) {
+                        Some(next) => {
+                            let next = next.first_chunk_id;
+                            drop(view);
+                            self.move_to(next);
+                        }
+                        None => return Ok(0),
+                    }
+                }
+                // Retention deleted the segment: continue from the first one still there, or
+                // from the next one if the cursor was past the deleted data anyway.
+                Err(i) => {
+                    let Some(seg) = segs.get(i).or(segs.last()) else {
+                        return Ok(0);
+                    };
+                    let next = seg.first_chunk_id;
+                    drop(view);
+                    self.move_to(next);
+                }
+            }
+        };
+
+        let path = segment_path(&self.shared.dir, self.position.segment);
+        if self.file.is_none() {
+            match File::open(&path) {
+                Ok(mut f) => {
+                    f.seek(SeekFrom::Start(self.position.file_pos))
+                        .map_err(LogError::io(&path))?;
+                    self.file = Some(f);
+                }
+                // Deleted by retention after we looked: the view now says where to go.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return self.read(max_bytes, out);
+                }
+                Err(e) => return Err(LogError::io(&path)(e)),
+            }
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Ok(0);
+        };
+
+        let available = limit - self.position.file_pos;
+        let mut want = available.min(max_bytes.max(HEADER_LEN) as u64);
+        let mut buf = Vec::new();
+        loop {
+            let have = buf.len() as u64;
+            buf.reserve_exact((want - have) as usize);
+            // `read_to_end` fills spare capacity without zeroing it first.
+            file.by_ref()
+                .take(want - have)
+                .read_to_end(&mut buf)
+                .map_err(LogError::io(&path))?;
+            if (buf.len() as u64) < want {
+                return Err(LogError::io(&path)(
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                ));
+            }
+            // A first chunk larger than what was read: read the rest of it, then parse.
+            let header = ChunkHeader::parse(&buf).map_err(|source| LogError::BadChunk {
+                path: path.clone(),
+                position: self.position.file_pos,
+                source,
+            })?;
+            if header.disk_len() <= want {
+                break;
+            }
+            if header.disk_len() > available {
+                return Err(LogError::BadChunk {
+                    path,
+                    position: self.position.file_pos,
+                    source: brook_protocol::chunk::ChunkError::MalformedData(available as usize),
+                });
+            }
+            want = header.disk_len();
+        }
+
+        let bytes = Bytes::from(buf);
+        let mut pos = 0usize;
+        let before = out.len();
+        while let Some(rest) = bytes.get(pos..).filter(|r| r.len() >= HEADER_LEN) {
+            let header = ChunkHeader::parse(rest).map_err(|source| LogError::BadChunk {
+                path: path.clone(),
+                position: self.position.file_pos + pos as u64,
+                source,
+            })?;
+            let len = header.disk_len() as usize;
+            if len > rest.len() {
+                break;
+            }
+            out.push(ReadChunk {
+                header,
+                raw: bytes.slice(pos..pos + len),
+            });
+            pos += len;
+            self.position.chunk_id = header.next_offset();
+        }
+        self.position.file_pos += pos as u64;
+        if pos < bytes.len() {
+            // A partial chunk was read past the last whole one: rewind to where it starts.
+            file.seek(SeekFrom::Start(self.position.file_pos))
+                .map_err(LogError::io(&path))?;
+        }
+        Ok(out.len() - before)
+    }
+}

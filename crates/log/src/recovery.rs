@@ -1,0 +1,540 @@
+//! Startup recovery: reopen a log directory, repair a torn tail, rebuild missing indexes, and
+//! rebuild tracking from the last segment.
+//!
+//! Rules (also in docs/log-format.md):
+//! * Index files without a segment are orphans and are deleted.
+//! * Sealed segments are trusted, as osiris trusts them; a missing or empty index is rebuilt
+//!   by scanning the segment.
+//! * In the last segment, index records past the end of the segment, out of order, or pointing
+//!   at a chunk that is incomplete or fails its CRC are dropped, newest first; chunks after the
+//!   last indexed one that are complete and valid are indexed; everything after the last valid
+//!   chunk is truncated.
+//! * If an invalid chunk is followed by a valid one, this is not a torn write but corruption in
+//!   the middle: recovery stops with [`LogError::Corrupt`] instead of discarding good data.
+//! * A last segment left empty (a crash right after a roll) is deleted when older segments
+//!   exist, so that tracking is read from the segment that really holds it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use brook_protocol::chunk::{self, ChunkHeader, ChunkType, HEADER_LEN};
+
+use crate::error::{LogError, Result};
+use crate::format::{
+    FILE_HEADER_LEN, FileKind, INDEX_HEADER, INDEX_RECORD_LEN, IndexFile, IndexRecord,
+    SEGMENT_HEADER, index_path, parse_file_name, segment_path,
+};
+use crate::reader::{Position, SegmentInfo};
+use crate::tracking::Tracking;
+
+/// What recovery repaired. Empty when the log was closed cleanly.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Bytes cut from the end of the last segment (a torn or invalid tail).
+    pub truncated_bytes: u64,
+    /// Index records dropped because they pointed at missing or invalid chunks.
+    pub dropped_index_records: u64,
+    /// Valid chunks found after the last index record and indexed.
+    pub indexed_chunks: u64,
+    /// Segments whose index was missing or unreadable and was rebuilt.
+    pub rebuilt_indexes: Vec<u64>,
+    /// Files deleted: orphan indexes, empty trailing segments.
+    pub removed_files: Vec<PathBuf>,
+    /// Tracking records that could not be parsed (reported, skipped).
+    pub bad_tracking_chunks: Vec<u64>,
+}
+
+impl Recovery {
+    pub fn is_clean(&self) -> bool {
+        *self == Recovery::default()
+    }
+}
+
+impl fmt::Display for Recovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_clean() {
+            return write!(f, "clean");
+        }
+        write!(
+            f,
+            "truncated {} bytes, dropped {} index records, indexed {} chunks",
+            self.truncated_bytes, self.dropped_index_records, self.indexed_chunks
+        )?;
+        if !self.rebuilt_indexes.is_empty() {
+            write!(
+                f,
+                ", rebuilt indexes of segments {:?}",
+                self.rebuilt_indexes
+            )?;
+        }
+        if !self.removed_files.is_empty() {
+            write!(f, ", removed {:?}", self.removed_files)?;
+        }
+        if !self.bad_tracking_chunks.is_empty() {
+            write!(
+                f,
+                ", unreadable tracking in chunks {:?}",
+                self.bad_tracking_chunks
+            )?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) struct Recovered {
+    pub segments: Vec<SegmentInfo>,
+    pub last_user_chunk: Option<Position>,
+    pub last_timestamp: i64,
+    pub tracking: Tracking,
+    pub report: Recovery,
+}
+
+pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
+    let mut report = Recovery::default();
+    let mut files: BTreeMap<u64, (bool, bool)> = BTreeMap::new();
+    for entry in fs::read_dir(dir).map_err(LogError::io(dir))? {
+        let entry = entry.map_err(LogError::io(dir))?;
+        let Some((id, kind)) = entry.file_name().to_str().and_then(parse_file_name) else {
+            continue;
+        };
+        let e = files.entry(id).or_default();
+        match kind {
+            FileKind::Segment => e.0 = true,
+            FileKind::Index => e.1 = true,
+        }
+    }
+    let mut ids = Vec::new();
+    for (id, (has_segment, has_index)) in files {
+        if has_segment {
+            ids.push(id);
+        } else if has_index {
+            remove(&index_path(dir, id), &mut report)?;
+        }
+    }
+
+    let mut last_records = Vec::new();
+    let mut last_info = None;
+    while let Some(&id) = ids.last() {
+        let (info, records) = recover_tail(dir, id, &mut report)?;
+        if info.chunks == 0 && ids.len() > 1 {
+            remove(&index_path(dir, id), &mut report)?;
+            remove(&segment_path(dir, id), &mut report)?;
+            ids.pop();
+            continue;
+        }
+        last_records = records;
+        last_info = Some(info);
+        break;
+    }
+    let Some(last_info) = last_info else {
+        return Ok(Recovered {
+            segments: Vec::new(),
+            last_user_chunk: None,
+            last_timestamp: 0,
+            tracking: Tracking::default(),
+            report,
+        });
+    };
+
+    let mut segments = Vec::with_capacity(ids.len());
+    for &id in &ids[..ids.len() - 1] {
+        segments.push(load_sealed(dir, id, &mut report)?);
+    }
+    for pair in segments.windows(2).chain(std::iter::once(
+        &[
+            segments
+                .last()
+                .cloned()
+                .unwrap_or_else(|| last_info.clone()),
+            last_info.clone(),
+        ][..],
+    )) {
+        if let [a, b] = pair {
+            if a.first_chunk_id != b.first_chunk_id && a.next_offset != b.first_chunk_id {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "gap between segments: {} ends at offset {}, {} starts at {}",
+                    a.first_chunk_id, a.next_offset, b.first_chunk_id, b.first_chunk_id
+                );
+            }
+        }
+    }
+    segments.push(last_info);
+
+    let tracking = recover_tracking(dir, &segments, &last_records, &mut report)?;
+    let last_user_chunk = find_last_user_chunk(dir, &segments, &last_records)?;
+    let last_timestamp = segments
+        .iter()
+        .rev()
+        .find_map(|s| s.last_timestamp)
+        .unwrap_or(0);
+    Ok(Recovered {
+        segments,
+        last_user_chunk,
+        last_timestamp,
+        tracking,
+        report,
+    })
+}
+
+fn remove(path: &Path, report: &mut Recovery) -> Result<()> {
+    fs::remove_file(path).map_err(LogError::io(path))?;
+    report.removed_files.push(path.to_owned());
+    Ok(())
+}
+
+/// Reads and checks the chunk at `pos`: complete within `len` bytes and CRC-valid.
+fn check_chunk(file: &File, pos: u64, len: u64) -> std::result::Result<ChunkHeader, String> {
+    if pos + HEADER_LEN as u64 > len {
+        return Err("truncated header".into());
+    }
+    let mut hdr = [0u8; HEADER_LEN];
+    file.read_exact_at(&mut hdr, pos)
+        .map_err(|e| e.to_string())?;
+    let header = ChunkHeader::parse(&hdr).map_err(|e| e.to_string())?;
+    if pos + header.disk_len() > len {
+        return Err("truncated chunk".into());
+    }
+    let mut data = vec![0u8; header.data_len as usize];
+    file.read_exact_at(
+        &mut data,
+        pos + HEADER_LEN as u64 + u64::from(header.bloom_size),
+    )
+    .map_err(|e| e.to_string())?;
+    let crc = chunk::crc32(&data);
+    if crc != header.crc {
+        return Err(format!("CRC {crc:#010x} != {:#010x}", header.crc));
+    }
+    Ok(header)
+}
+
+fn record_of(h: &ChunkHeader, pos: u64) -> IndexRecord {
+    IndexRecord {
+        chunk_id: h.chunk_id,
+        timestamp: h.timestamp,
+        epoch: h.epoch,
+        position: pos as u32,
+        chunk_type: h.chunk_type as u8,
+    }
+}
+
+/// Scans valid chunks from `pos` on, each with the expected chunk id.
+fn scan(
+    file: &File,
+    mut pos: u64,
+    len: u64,
+    mut expected: u64,
+    out: &mut Vec<IndexRecord>,
+) -> (u64, u64) {
+    while let Ok(h) = check_chunk(file, pos, len) {
+        if h.chunk_id != expected {
+            break;
+        }
+        out.push(record_of(&h, pos));
+        pos += h.disk_len();
+        expected = h.next_offset();
+    }
+    (pos, expected)
+}
+
+fn read_records(path: &Path) -> Result<Option<Vec<IndexRecord>>> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(LogError::io(path)(e)),
+    };
+    if bytes.get(..FILE_HEADER_LEN as usize) != Some(&INDEX_HEADER[..]) {
+        return Ok(None);
+    }
+    Ok(Some(
+        bytes[FILE_HEADER_LEN as usize..]
+            .chunks_exact(INDEX_RECORD_LEN as usize)
+            .filter_map(|c| c.try_into().ok().map(IndexRecord::parse))
+            .collect(),
+    ))
+}
+
+fn write_index(path: &Path, records: &[IndexRecord]) -> Result<()> {
+    let mut bytes =
+        Vec::with_capacity(FILE_HEADER_LEN as usize + records.len() * INDEX_RECORD_LEN as usize);
+    bytes.extend_from_slice(&INDEX_HEADER);
+    for r in records {
+        bytes.extend_from_slice(&r.to_bytes());
+    }
+    let mut f = File::create(path).map_err(LogError::io(path))?;
+    f.write_all(&bytes).map_err(LogError::io(path))?;
+    f.sync_all().map_err(LogError::io(path))
+}
+
+fn open_segment(path: &Path, writable: bool) -> Result<(File, u64)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(writable)
+        .open(path)
+        .map_err(LogError::io(path))?;
+    let len = file.metadata().map_err(LogError::io(path))?.len();
+    Ok((file, len))
+}
+
+fn info_from(
+    first_chunk_id: u64,
+    records: &[IndexRecord],
+    size: u64,
+    next_offset: u64,
+) -> SegmentInfo {
+    SegmentInfo {
+        first_chunk_id,
+        chunks: records.len() as u64,
+        size,
+        last_chunk_id: records.last().map(|r| r.chunk_id),
+        last_timestamp: records.last().map(|r| r.timestamp),
+        next_offset,
+    }
+}
+
+/// Repairs the last segment; returns its info and index records.
+fn recover_tail(
+    dir: &Path,
+    id: u64,
+    report: &mut Recovery,
+) -> Result<(SegmentInfo, Vec<IndexRecord>)> {
+    let seg_path = segment_path(dir, id);
+    let idx_path = index_path(dir, id);
+    let (file, len) = open_segment(&seg_path, true)?;
+    if len < FILE_HEADER_LEN {
+        // Torn while being created: start it again.
+        file.set_len(0).map_err(LogError::io(&seg_path))?;
+        file.write_all_at(&SEGMENT_HEADER, 0)
+            .map_err(LogError::io(&seg_path))?;
+        write_index(&idx_path, &[])?;
+        report.truncated_bytes += len;
+        return Ok((SegmentInfo::empty(id), Vec::new()));
+    }
+    check_segment_header(&file, &seg_path)?;
+
+    let loaded = read_records(&idx_path)?;
+    let had_index = loaded.is_some();
+    let loaded = loaded.unwrap_or_default();
+    let loaded_len = loaded.len();
+    // Keep the well-ordered prefix that points inside the segment.
+    let mut records: Vec<IndexRecord> = Vec::with_capacity(loaded.len());
+    for r in loaded {
+        let ordered = records
+            .last()
+            .is_none_or(|p| r.chunk_id > p.chunk_id && r.position > p.position);
+        if r.is_zero()
+            || !ordered
+            || u64::from(r.position) < FILE_HEADER_LEN
+            || u64::from(r.position) >= len
+        {
+            break;
+        }
+        records.push(r);
+    }
+    // Newest first, drop records whose chunk is not whole and valid.
+    let mut tail = None;
+    while let Some(r) = records.last() {
+        match check_chunk(&file, u64::from(r.position), len) {
+            Ok(h) if h.chunk_id == r.chunk_id => {
+                tail = Some((u64::from(r.position) + h.disk_len(), h.next_offset()));
+                break;
+            }
+            _ => {
+                records.pop();
+            }
+        }
+    }
+    let dropped = (loaded_len - records.len()) as u64;
+    let indexed = records.len();
+    let (start, expected) = tail.unwrap_or((FILE_HEADER_LEN, id));
+    let (end, next_offset) = scan(&file, start, len, expected, &mut records);
+    let added = (records.len() - indexed) as u64;
+
+    if end < len {
+        check_not_mid_corruption(&file, end, len, next_offset, &seg_path)?;
+        tracing::warn!(
+            segment = %seg_path.display(),
+            "truncating {} bytes of torn or invalid tail at byte {end}",
+            len - end
+        );
+        file.set_len(end).map_err(LogError::io(&seg_path))?;
+        file.sync_all().map_err(LogError::io(&seg_path))?;
+        report.truncated_bytes += len - end;
+    }
+    if dropped > 0 || added > 0 || !had_index {
+        write_index(&idx_path, &records)?;
+        if !had_index {
+            report.rebuilt_indexes.push(id);
+        }
+    }
+    report.dropped_index_records += dropped;
+    report.indexed_chunks += if had_index { added } else { 0 };
+    Ok((info_from(id, &records, end, next_offset), records))
+}
+
+/// An invalid chunk at `pos` followed by a valid chunk is corruption, not a torn write.
+fn check_not_mid_corruption(
+    file: &File,
+    pos: u64,
+    len: u64,
+    next_offset: u64,
+    path: &Path,
+) -> Result<()> {
+    let mut hdr = [0u8; HEADER_LEN];
+    if pos + HEADER_LEN as u64 > len || file.read_exact_at(&mut hdr, pos).is_err() {
+        return Ok(());
+    }
+    let Ok(h) = ChunkHeader::parse(&hdr) else {
+        return Ok(());
+    };
+    let after = pos + h.disk_len();
+    let reason = match check_chunk(file, pos, len) {
+        Err(reason) => reason,
+        Ok(h) => format!(
+            "unexpected chunk id {} (expected {next_offset})",
+            h.chunk_id
+        ),
+    };
+    match check_chunk(file, after, len) {
+        Ok(next) if next.chunk_id == h.next_offset() => Err(LogError::Corrupt {
+            path: path.to_owned(),
+            position: pos,
+            reason,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn check_segment_header(file: &File, path: &Path) -> Result<()> {
+    let mut hdr = [0u8; FILE_HEADER_LEN as usize];
+    file.read_exact_at(&mut hdr, 0)
+        .map_err(LogError::io(path))?;
+    if hdr != SEGMENT_HEADER {
+        return Err(LogError::BadFileHeader {
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// A sealed segment: trusted, but its index is rebuilt if missing or empty.
+fn load_sealed(dir: &Path, id: u64, report: &mut Recovery) -> Result<SegmentInfo> {
+    let seg_path = segment_path(dir, id);
+    let (file, len) = open_segment(&seg_path, false)?;
+    check_segment_header(&file, &seg_path)?;
+    let idx_path = index_path(dir, id);
+    if let Some(records) = read_records(&idx_path)?.filter(|r| !r.is_empty()) {
+        let last = records[records.len() - 1];
+        let mut hdr = [0u8; HEADER_LEN];
+        file.read_exact_at(&mut hdr, u64::from(last.position))
+            .map_err(LogError::io(&seg_path))?;
+        let h = ChunkHeader::parse(&hdr).map_err(|source| LogError::BadChunk {
+            path: seg_path.clone(),
+            position: u64::from(last.position),
+            source,
+        })?;
+        return Ok(info_from(id, &records, len, h.next_offset()));
+    }
+    let mut records = Vec::new();
+    let (end, next_offset) = scan(&file, FILE_HEADER_LEN, len, id, &mut records);
+    if end < len {
+        return Err(LogError::Corrupt {
+            path: seg_path,
+            position: end,
+            reason: "invalid chunk in a sealed segment whose index is missing".into(),
+        });
+    }
+    write_index(&idx_path, &records)?;
+    report.rebuilt_indexes.push(id);
+    Ok(info_from(id, &records, len, next_offset))
+}
+
+/// Tracking = the last segment's snapshot, then its deltas and user-chunk trailers in order.
+fn recover_tracking(
+    dir: &Path,
+    segments: &[SegmentInfo],
+    records: &[IndexRecord],
+    report: &mut Recovery,
+) -> Result<Tracking> {
+    let mut tracking = Tracking::default();
+    let Some(last) = segments.last() else {
+        return Ok(tracking);
+    };
+    let path = segment_path(dir, last.first_chunk_id);
+    let (file, _) = open_segment(&path, false)?;
+    for r in records {
+        let pos = u64::from(r.position);
+        let mut hdr = [0u8; HEADER_LEN];
+        file.read_exact_at(&mut hdr, pos)
+            .map_err(LogError::io(&path))?;
+        let h = ChunkHeader::parse(&hdr).map_err(|source| LogError::BadChunk {
+            path: path.clone(),
+            position: pos,
+            source,
+        })?;
+        let data_at = pos + HEADER_LEN as u64 + u64::from(h.bloom_size);
+        let result = match h.chunk_type {
+            ChunkType::User if h.trailer_len > 0 => {
+                let mut trailer = vec![0u8; h.trailer_len as usize];
+                file.read_exact_at(&mut trailer, data_at + u64::from(h.data_len))
+                    .map_err(LogError::io(&path))?;
+                tracking.apply_deltas(h.chunk_id, &trailer)
+            }
+            ChunkType::User => Ok(()),
+            kind => {
+                let mut data = vec![0u8; h.data_len as usize];
+                file.read_exact_at(&mut data, data_at)
+                    .map_err(LogError::io(&path))?;
+                // One simple entry holding the records.
+                match chunk::entries(&data).next() {
+                    Some(Ok(chunk::Entry::Simple(body))) if kind == ChunkType::TrackingSnapshot => {
+                        tracking.load_snapshot(body)
+                    }
+                    Some(Ok(chunk::Entry::Simple(body))) => tracking.apply_deltas(h.chunk_id, body),
+                    _ => Err(crate::tracking::MalformedTracking(0)),
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(segment = %path.display(), chunk = h.chunk_id, "skipping tracking data: {e}");
+            report.bad_tracking_chunks.push(h.chunk_id);
+        }
+    }
+    Ok(tracking)
+}
+
+fn find_last_user_chunk(
+    dir: &Path,
+    segments: &[SegmentInfo],
+    last_records: &[IndexRecord],
+) -> Result<Option<Position>> {
+    let user = ChunkType::User as u8;
+    let Some(last) = segments.last() else {
+        return Ok(None);
+    };
+    if let Some(r) = last_records.iter().rev().find(|r| r.chunk_type == user) {
+        return Ok(Some(Position {
+            segment: last.first_chunk_id,
+            file_pos: u64::from(r.position),
+            chunk_id: r.chunk_id,
+        }));
+    }
+    for seg in segments.iter().rev().skip(1) {
+        let index = IndexFile::open(index_path(dir, seg.first_chunk_id))?;
+        for i in (0..seg.chunks).rev() {
+            let r = index.record(i)?;
+            if r.chunk_type == user {
+                return Ok(Some(Position {
+                    segment: seg.first_chunk_id,
+                    file_pos: u64::from(r.position),
+                    chunk_id: r.chunk_id,
+                }));
+            }
+        }
+    }
+    Ok(None)
+}

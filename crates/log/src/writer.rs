@@ -1,0 +1,473 @@
+//! The writing side of a log: appends chunks, rolls segments, applies retention, and publishes
+//! committed state to readers. One `Log` per stream, owned by that stream's writer.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{IoSlice, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use brook_protocol::chunk::{self, ChunkHeader, ChunkType};
+
+use crate::error::{LogError, Result};
+use crate::format::{
+    FILE_HEADER_LEN, INDEX_HEADER, IndexRecord, MAX_SEGMENT_BYTES, SEGMENT_HEADER, index_path,
+    segment_path, sync_dir, write_all_vectored,
+};
+use crate::reader::{LogReader, Position, SegmentInfo, Shared, View};
+use crate::recovery::{self, Recovery};
+use crate::tracking::Tracking;
+
+/// The leader epoch written in every chunk. brook is single-node, so it never changes; RabbitMQ
+/// starts streams at 1 and clients ignore it.
+pub const EPOCH: u64 = 1;
+
+/// How a log lays itself out and what it keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A new segment is started before a chunk is written once the current one has this many
+    /// bytes (so a segment may exceed it by one chunk). RabbitMQ's default: 500,000,000.
+    pub max_segment_bytes: u64,
+    /// ...or this many chunks. osiris: 256,000.
+    pub max_segment_chunks: u64,
+    pub retention: Retention,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            max_segment_bytes: 500_000_000,
+            max_segment_chunks: 256_000,
+            retention: Retention::default(),
+        }
+    }
+}
+
+/// Retention limits, applied to whole segments, oldest first, never the active one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub max_bytes: Option<u64>,
+    pub max_age: Option<Duration>,
+}
+
+/// A user chunk to append: the data section is the concatenation of osiris entries, exactly as
+/// they arrived in Publish frames.
+#[derive(Debug, Clone, Copy)]
+pub struct UserChunk<'a> {
+    pub data: &'a [u8],
+    pub num_entries: u16,
+    pub num_records: u32,
+    /// Bloom filter bytes (empty when no entry had a filter value).
+    pub bloom: &'a [u8],
+    /// Publisher reference → last publishing id written in this chunk (deduplication).
+    pub sequences: &'a [(&'a str, u64)],
+}
+
+/// What retention removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub segments_deleted: usize,
+    pub bytes_deleted: u64,
+}
+
+/// The writer of one stream's log.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    shared: Arc<Shared>,
+    /// The writer's segment list; readers see it as of the last commit.
+    segments: Vec<SegmentInfo>,
+    segment_file: File,
+    index_file: File,
+    last_timestamp: i64,
+    last_user_chunk: Option<Position>,
+    tracking: Tracking,
+    /// Appended since the last commit.
+    uncommitted: bool,
+    /// The segment list itself changed (roll), not only the active segment's numbers.
+    segments_changed: bool,
+    poisoned: bool,
+    scratch: Vec<u8>,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir`, repairing a torn tail. See [`Recovery`] for what
+    /// was repaired.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<(Log, Recovery)> {
+        fs::create_dir_all(dir).map_err(LogError::io(dir))?;
+        let recovered = recovery::recover(dir)?;
+        let last = recovered
+            .segments
+            .last()
+            .map_or(0, |s: &SegmentInfo| s.first_chunk_id);
+        let mut segments = recovered.segments;
+        let (segment_file, index_file) = if segments.is_empty() {
+            segments.push(SegmentInfo::empty(0));
+            create_segment_files(dir, 0)?
+        } else {
+            open_for_append(dir, last)?
+        };
+        let last_user_chunk = recovered.last_user_chunk;
+        let view = View {
+            segments: segments.clone(),
+            last_user_chunk,
+            deleted: false,
+        };
+        let log = Log {
+            dir: dir.to_owned(),
+            config,
+            shared: Arc::new(Shared::new(dir.to_owned(), view)),
+            segments,
+            segment_file,
+            index_file,
+            last_timestamp: recovered.last_timestamp,
+            last_user_chunk,
+            tracking: recovered.tracking,
+            uncommitted: false,
+            segments_changed: false,
+            poisoned: false,
+            scratch: Vec::new(),
+        };
+        Ok((log, recovered.report))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn reader(&self) -> LogReader {
+        LogReader {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The offset the next chunk will get (written, not necessarily committed).
+    pub fn next_offset(&self) -> u64 {
+        self.segments.last().map_or(0, |s| s.next_offset)
+    }
+
+    pub fn tracking(&self) -> &Tracking {
+        &self.tracking
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    pub fn set_retention(&mut self, retention: Retention) {
+        self.config.retention = retention;
+    }
+
+    /// Stores a consumer offset: visible to [`Log::tracking`] at once, written with the next
+    /// chunk (a user chunk's trailer, or [`Log::flush_tracking`]). Returns false if the
+    /// reference is not storable (empty or over 255 bytes), as RabbitMQ silently ignores those.
+    pub fn store_offset(&mut self, reference: &str, offset: u64) -> bool {
+        self.tracking.store_offset(reference, offset)
+    }
+
+    /// Whether stored offsets are waiting to be written.
+    pub fn has_pending_tracking(&self) -> bool {
+        self.tracking.has_pending()
+    }
+
+    /// Appends a user chunk; pending tracking updates and the chunk's publisher sequences go
+    /// into its trailer. Returns the chunk id. Not visible to readers until [`Log::commit`].
+    pub fn append_user(&mut self, chunk: &UserChunk<'_>) -> Result<u64> {
+        self.maybe_roll()?;
+        let mut trailer = std::mem::take(&mut self.scratch);
+        trailer.clear();
+        self.tracking.encode_deltas(chunk.sequences, &mut trailer);
+        let result = self.write_chunk(
+            ChunkType::User,
+            chunk.num_entries,
+            chunk.num_records,
+            chunk.bloom,
+            &[chunk.data],
+            &trailer,
+        );
+        self.scratch = trailer;
+        let chunk_id = result?;
+        self.tracking.written(chunk_id, chunk.sequences);
+        Ok(chunk_id)
+    }
+
+    /// Writes pending stored offsets as a tracking-delta chunk (which takes one offset, as in
+    /// RabbitMQ). Returns its chunk id, or `None` if nothing was pending.
+    pub fn flush_tracking(&mut self) -> Result<Option<u64>> {
+        if !self.tracking.has_pending() {
+            return Ok(None);
+        }
+        self.maybe_roll()?;
+        let mut body = std::mem::take(&mut self.scratch);
+        body.clear();
+        self.tracking.encode_deltas(&[], &mut body);
+        let result = self.write_tracking_chunk(ChunkType::TrackingDelta, &body);
+        self.scratch = body;
+        let chunk_id = result?;
+        self.tracking.written(chunk_id, &[]);
+        Ok(Some(chunk_id))
+    }
+
+    /// A tracking chunk holds one simple entry with the records.
+    fn write_tracking_chunk(&mut self, kind: ChunkType, body: &[u8]) -> Result<u64> {
+        let len = (body.len() as u32).to_be_bytes();
+        self.write_chunk(kind, 1, 1, &[], &[&len, body], &[])
+    }
+
+    /// Makes everything appended so far durable (fdatasync of segment and index).
+    pub fn sync(&mut self) -> Result<()> {
+        let seg = segment_path(&self.dir, self.active().first_chunk_id);
+        self.segment_file.sync_data().map_err(LogError::io(&seg))?;
+        let idx = index_path(&self.dir, self.active().first_chunk_id);
+        self.index_file.sync_data().map_err(LogError::io(&idx))
+    }
+
+    /// Publishes everything appended so far to readers.
+    pub fn commit(&mut self) {
+        if !self.uncommitted && !self.segments_changed {
+            return;
+        }
+        let mut view = self.shared.write();
+        if self.segments_changed {
+            view.segments.clone_from(&self.segments);
+        } else if let (Some(v), Some(w)) = (view.segments.last_mut(), self.segments.last()) {
+            v.clone_from(w);
+        }
+        view.last_user_chunk = self.last_user_chunk;
+        self.uncommitted = false;
+        self.segments_changed = false;
+    }
+
+    fn active(&self) -> &SegmentInfo {
+        // `segments` is never empty: open() creates a first segment.
+        &self.segments[self.segments.len() - 1]
+    }
+
+    fn maybe_roll(&mut self) -> Result<()> {
+        let active = self.active();
+        let full = active.size >= self.config.max_segment_bytes.min(MAX_SEGMENT_BYTES)
+            || active.chunks >= self.config.max_segment_chunks;
+        if !full || active.chunks == 0 {
+            return Ok(());
+        }
+        let first = self.next_offset();
+        let (segment_file, index_file) = create_segment_files(&self.dir, first)?;
+        self.segment_file = segment_file;
+        self.index_file = index_file;
+        self.segments.push(SegmentInfo::empty(first));
+        self.segments_changed = true;
+        // Every segment after the first starts with the whole tracking state, so recovery
+        // reads only the last segment and retention never loses tracking.
+        if !self.tracking.is_empty() {
+            let mut body = Vec::new();
+            self.tracking.snapshot(&mut body);
+            self.write_tracking_chunk(ChunkType::TrackingSnapshot, &body)?;
+        }
+        if let Err(e) = self.enforce_retention(now_ms()) {
+            tracing::warn!(dir = %self.dir.display(), "retention after segment roll failed: {e}");
+        }
+        Ok(())
+    }
+
+    fn write_chunk(
+        &mut self,
+        chunk_type: ChunkType,
+        num_entries: u16,
+        num_records: u32,
+        bloom: &[u8],
+        data: &[&[u8]],
+        trailer: &[u8],
+    ) -> Result<u64> {
+        if self.poisoned {
+            return Err(LogError::Poisoned);
+        }
+        let data_len: usize = data.iter().map(|d| d.len()).sum();
+        let disk_len = (chunk::HEADER_LEN + bloom.len() + data_len + trailer.len()) as u64;
+        let position = self.active().size;
+        if data_len > u32::MAX as usize || bloom.len() > 255 || position > u64::from(u32::MAX) {
+            return Err(LogError::ChunkTooLarge(disk_len));
+        }
+        let chunk_id = self.next_offset();
+        let timestamp = now_ms().max(self.last_timestamp);
+        let mut crc = crc32fast::Hasher::new();
+        for d in data {
+            crc.update(d);
+        }
+        let header = ChunkHeader {
+            chunk_type,
+            num_entries,
+            num_records,
+            timestamp,
+            epoch: EPOCH,
+            chunk_id,
+            crc: crc.finalize(),
+            data_len: data_len as u32,
+            trailer_len: trailer.len() as u32,
+            bloom_size: bloom.len() as u8,
+        };
+        let header_bytes = header.to_bytes();
+        let mut slices = Vec::with_capacity(data.len() + 3);
+        slices.push(IoSlice::new(&header_bytes));
+        slices.push(IoSlice::new(bloom));
+        slices.extend(data.iter().map(|d| IoSlice::new(d)));
+        slices.push(IoSlice::new(trailer));
+        let record = IndexRecord {
+            chunk_id,
+            timestamp,
+            epoch: EPOCH,
+            position: position as u32,
+            chunk_type: chunk_type as u8,
+        };
+        let first = self.active().first_chunk_id;
+        let written = write_all_vectored(&mut self.segment_file, &mut slices)
+            .map_err(LogError::io(segment_path(&self.dir, first)))
+            .and_then(|()| {
+                self.index_file
+                    .write_all(&record.to_bytes())
+                    .map_err(LogError::io(index_path(&self.dir, first)))
+            });
+        if let Err(e) = written {
+            self.roll_back(position);
+            return Err(e);
+        }
+        let active = self.segments.last_mut().ok_or(LogError::Poisoned)?;
+        active.chunks += 1;
+        active.size += disk_len;
+        active.last_chunk_id = Some(chunk_id);
+        active.last_timestamp = Some(timestamp);
+        active.next_offset = header.next_offset();
+        let segment = active.first_chunk_id;
+        if chunk_type == ChunkType::User {
+            self.last_user_chunk = Some(Position {
+                segment,
+                file_pos: position,
+                chunk_id,
+            });
+        }
+        self.last_timestamp = timestamp;
+        self.uncommitted = true;
+        Ok(chunk_id)
+    }
+
+    /// Undoes a partial write so the files end at the last whole chunk again. If even that
+    /// fails, the log refuses further writes rather than append after garbage.
+    fn roll_back(&mut self, position: u64) {
+        let records = self.active().chunks;
+        let index_len = FILE_HEADER_LEN + records * crate::format::INDEX_RECORD_LEN;
+        let ok = self.segment_file.set_len(position).is_ok()
+            && self.segment_file.seek(SeekFrom::Start(position)).is_ok()
+            && self.index_file.set_len(index_len).is_ok()
+            && self.index_file.seek(SeekFrom::Start(index_len)).is_ok();
+        if !ok {
+            tracing::error!(dir = %self.dir.display(), "could not roll back a failed write; log is now read-only");
+            self.poisoned = true;
+        }
+    }
+
+    /// Deletes whole old segments beyond the retention limits. The active segment is never
+    /// deleted. Readers see the new first chunk at once.
+    pub fn enforce_retention(&mut self, now_ms: i64) -> Result<RetentionReport> {
+        let sealed = self.segments.len().saturating_sub(1);
+        let mut delete = 0usize;
+        if let Some(max_bytes) = self.config.retention.max_bytes {
+            let mut total = self.active().size;
+            for i in (0..sealed).rev() {
+                total += self.segments[i].size;
+                if total > max_bytes {
+                    delete = i + 1;
+                    break;
+                }
+            }
+        }
+        if let Some(max_age) = self.config.retention.max_age {
+            let cutoff = now_ms.saturating_sub(max_age.as_millis() as i64);
+            let mut i = delete;
+            while i < sealed && self.segments[i].last_timestamp.is_none_or(|t| t < cutoff) {
+                i += 1;
+            }
+            delete = delete.max(i);
+        }
+        if delete == 0 {
+            return Ok(RetentionReport::default());
+        }
+        let removed: Vec<SegmentInfo> = self.segments.drain(..delete).collect();
+        {
+            // Readers must stop looking for these files before they disappear.
+            let mut view = self.shared.write();
+            let first_kept = self.segments[0].first_chunk_id;
+            view.segments.retain(|s| s.first_chunk_id >= first_kept);
+        }
+        let mut report = RetentionReport::default();
+        for seg in &removed {
+            // Index first: a segment without index is rebuilt on recovery; an index without
+            // segment is an orphan.
+            for path in [
+                index_path(&self.dir, seg.first_chunk_id),
+                segment_path(&self.dir, seg.first_chunk_id),
+            ] {
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(LogError::io(&path)(e)),
+                }
+            }
+            report.segments_deleted += 1;
+            report.bytes_deleted += seg.size;
+        }
+        tracing::info!(
+            dir = %self.dir.display(),
+            segments = report.segments_deleted,
+            bytes = report.bytes_deleted,
+            first_offset = self.segments[0].first_chunk_id,
+            "retention deleted old segments"
+        );
+        Ok(report)
+    }
+
+    /// Deletes the log and everything in its directory. Readers get [`LogError::Deleted`].
+    pub fn delete(self) -> Result<()> {
+        self.shared.write().deleted = true;
+        let dir = self.dir.clone();
+        drop(self);
+        fs::remove_dir_all(&dir).map_err(LogError::io(&dir))
+    }
+}
+
+pub(crate) fn create_segment_files(dir: &Path, first_chunk_id: u64) -> Result<(File, File)> {
+    let create = |path: PathBuf, header: &[u8]| -> Result<File> {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .map_err(LogError::io(&path))?;
+        f.write_all(header).map_err(LogError::io(&path))?;
+        Ok(f)
+    };
+    let seg = create(segment_path(dir, first_chunk_id), &SEGMENT_HEADER)?;
+    let idx = create(index_path(dir, first_chunk_id), &INDEX_HEADER)?;
+    sync_dir(dir)?;
+    Ok((seg, idx))
+}
+
+fn open_for_append(dir: &Path, first_chunk_id: u64) -> Result<(File, File)> {
+    let open = |path: PathBuf| -> Result<File> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(LogError::io(&path))?;
+        f.seek(SeekFrom::End(0)).map_err(LogError::io(&path))?;
+        Ok(f)
+    };
+    Ok((
+        open(segment_path(dir, first_chunk_id))?,
+        open(index_path(dir, first_chunk_id))?,
+    ))
+}
