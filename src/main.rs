@@ -1,1 +1,150 @@
-fn main() {}
+//! `brook`: the broker binary. `brook serve` (the default) runs the broker.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use brook_broker::{Broker, BrokerConfig, Durability};
+use brook_server::{Server, ServerConfig, User};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "brook",
+    version,
+    about = "A RabbitMQ Streams compatible message-stream broker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// `serve` options, for running without a subcommand.
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the broker (the default).
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct ServeArgs {
+    /// Address of the stream protocol listener.
+    #[arg(long, env = "BROOK_LISTEN", default_value = "0.0.0.0:5552")]
+    listen: SocketAddr,
+    /// Host clients are told to connect to (Open response, Metadata); must resolve for them.
+    #[arg(long, env = "BROOK_ADVERTISED_HOST", default_value = "localhost")]
+    advertised_host: String,
+    /// Port clients are told to connect to [default: the listener's port].
+    #[arg(long, env = "BROOK_ADVERTISED_PORT")]
+    advertised_port: Option<u16>,
+    /// Where streams are stored.
+    #[arg(long, env = "BROOK_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// A user as NAME:PASSWORD; repeat for several [default: guest:guest, loopback only].
+    #[arg(long = "user", env = "BROOK_USERS", value_delimiter = ',', value_parser = parse_user)]
+    users: Vec<User>,
+    /// When confirms are sent: `none` (page cache, as RabbitMQ), `batch:<ms>` (group fsync at
+    /// most every <ms>), or `always` (fsync before every confirm).
+    #[arg(long, env = "BROOK_DURABILITY", default_value = "none", value_parser = parse_durability)]
+    durability: Durability,
+    /// Offer SASL ANONYMOUS, logging in as this user.
+    #[arg(long, env = "BROOK_ANONYMOUS_USER")]
+    anonymous_user: Option<String>,
+    /// Heartbeat interval proposed to clients, in seconds (0 disables).
+    #[arg(long, env = "BROOK_HEARTBEAT", default_value_t = 60)]
+    heartbeat: u32,
+}
+
+fn parse_user(s: &str) -> Result<User, String> {
+    match s.split_once(':') {
+        Some((name, password)) if !name.is_empty() => Ok(User {
+            name: name.into(),
+            password: password.into(),
+        }),
+        _ => Err(format!("expected NAME:PASSWORD, got {s:?}")),
+    }
+}
+
+fn parse_durability(s: &str) -> Result<Durability, String> {
+    match s {
+        "none" => Ok(Durability::None),
+        "always" => Ok(Durability::Always),
+        _ => match s.strip_prefix("batch:").map(str::parse::<u64>) {
+            Some(Ok(ms)) if ms > 0 => Ok(Durability::Batch(Duration::from_millis(ms))),
+            _ => Err(format!("expected none, always or batch:<ms>, got {s:?}")),
+        },
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = match cli.command {
+        Some(Command::Serve(args)) => args,
+        None => cli.serve,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(serve(args))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.data_dir.as_os_str().is_empty() {
+        bail!("--data-dir must not be empty");
+    }
+    let mut broker_config = BrokerConfig::new(&args.data_dir);
+    broker_config.durability = args.durability;
+    let broker = Broker::open(broker_config)
+        .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
+    let mut config = ServerConfig {
+        listen: args.listen,
+        advertised_host: args.advertised_host,
+        advertised_port: args.advertised_port,
+        anonymous_user: args.anonymous_user,
+        heartbeat: args.heartbeat,
+        ..ServerConfig::default()
+    };
+    if !args.users.is_empty() {
+        config.users = args.users;
+    }
+    let server = Server::bind(config, broker.clone())
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(
+        addr = %server.local_addr()?,
+        data_dir = %args.data_dir.display(),
+        durability = ?args.durability,
+        "brook {} listening",
+        env!("CARGO_PKG_VERSION")
+    );
+    server.serve(shutdown_signal()).await;
+    tracing::info!("shutting down: flushing streams");
+    broker.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process still stops on the default signal action.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

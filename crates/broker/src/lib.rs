@@ -1,1 +1,460 @@
+//! brook's domain: the streams registry, publishers and deduplication, subscriptions and credit,
+//! offset tracking. No sockets: the server crate turns frames into [`Session`] calls and writes
+//! what comes out of a connection's [`Outgoing`] queue.
+//!
+//! Each stream is a [`brook_log::Log`] owned by one writer task (see `stream.rs` for why);
+//! each subscription is a delivery task reading the log directly, woken when the writer
+//! commits.
 
+mod args;
+mod consumer;
+mod error;
+mod session;
+mod stream;
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use brook_log::{Log, LogConfig, LogStats, ReadChunk};
+use brook_protocol::{Frame, ResponseCode};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use args::{MaxAge, StreamArgs};
+pub use error::{Error, OpenError};
+pub use session::{Session, Subscribed};
+use stream::{Stream, WriterCmd, WriterConfig};
+
+/// When a confirm may be sent, relative to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Confirm once the chunk is written to the OS page cache (RabbitMQ's behaviour): survives
+    /// a broker crash, not a machine crash.
+    None,
+    /// Group commit: fdatasync at most once per interval; confirms (and consumer visibility)
+    /// wait for it. Survives a machine crash; costs up to one interval of latency.
+    Batch(Duration),
+    /// fdatasync before every confirm.
+    Always,
+}
+
+/// Broker settings.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub data_dir: PathBuf,
+    pub durability: Durability,
+    /// Segment size for streams created without `stream-max-segment-size-bytes`.
+    pub default_max_segment_bytes: u64,
+    /// How often retention is re-evaluated (so an idle stream past its max-age still shrinks).
+    pub retention_check_interval: Duration,
+    /// The writer starts a new chunk when one reaches this many bytes of data.
+    pub max_chunk_bytes: usize,
+}
+
+impl BrokerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            durability: Durability::None,
+            default_max_segment_bytes: 500_000_000,
+            retention_check_interval: Duration::from_secs(60),
+            max_chunk_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Everything the broker sends to one connection, in order.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A response or other frame the connection built.
+    Frame(Frame),
+    Confirm {
+        publisher_id: u8,
+        ids: Vec<u64>,
+        /// False once the publisher was deleted: the confirm must be dropped.
+        alive: Arc<AtomicBool>,
+    },
+    PublishError {
+        publisher_id: u8,
+        errors: Vec<(u64, ResponseCode)>,
+    },
+    /// A stored chunk for a subscription, sent as it is on disk (header + data).
+    Deliver {
+        subscription_id: u8,
+        committed_chunk_id: u64,
+        chunk: ReadChunk,
+    },
+    /// Write what is queued, then close the socket.
+    Close,
+}
+
+pub type OutgoingSender = mpsc::UnboundedSender<Outgoing>;
+
+/// Events for a connection's request loop (not for the client directly).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlEvent {
+    /// A stream this connection used was deleted: drop its publishers and subscriptions on it
+    /// and send MetadataUpdate.
+    StreamDeleted(String),
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// What is kept about a stream besides its log (`stream.json` in its directory).
+#[derive(Debug, Serialize, Deserialize)]
+struct StreamMeta {
+    name: String,
+    arguments: StreamArgs,
+    created_at_ms: i64,
+}
+
+const META_FILE: &str = "stream.json";
+
+#[derive(Debug)]
+enum Entry {
+    Ready(Arc<Stream>),
+    /// Its files exist but could not be opened (corruption): reported, kept, not served.
+    Unavailable {
+        dir: PathBuf,
+        reason: String,
+    },
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: BrokerConfig,
+    streams_dir: PathBuf,
+    streams: RwLock<HashMap<String, Entry>>,
+    next_connection: AtomicU64,
+    /// Held for the broker's lifetime: two brokers on one data directory would corrupt it.
+    _lock: fs::File,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// The broker: a cheap handle, clone it freely.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+impl Broker {
+    /// Opens the data directory and every stream in it (repairing torn tails). Must be called
+    /// within a tokio runtime: each stream gets a writer task.
+    pub fn open(config: BrokerConfig) -> Result<Broker, OpenError> {
+        let data_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| OpenError::DataDir { path, source }
+        };
+        let streams_dir = config.data_dir.join("streams");
+        fs::create_dir_all(&streams_dir).map_err(data_err(&streams_dir))?;
+        let lock_path = config.data_dir.join(".lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(data_err(&lock_path))?;
+        lock.try_lock().map_err(|e| OpenError::DataDir {
+            path: config.data_dir.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                format!("another broker is using this data directory ({e})"),
+            ),
+        })?;
+        let broker = Broker {
+            inner: Arc::new(Inner {
+                config,
+                streams_dir: streams_dir.clone(),
+                streams: RwLock::new(HashMap::new()),
+                next_connection: AtomicU64::new(1),
+                _lock: lock,
+                tasks: Mutex::new(Vec::new()),
+            }),
+        };
+        let mut dirs: Vec<PathBuf> = fs::read_dir(&streams_dir)
+            .map_err(data_err(&streams_dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        for dir in dirs {
+            broker.load_stream(&dir);
+        }
+        Ok(broker)
+    }
+
+    fn load_stream(&self, dir: &Path) {
+        let meta: StreamMeta = match fs::read(dir.join(META_FILE))
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        {
+            Ok(meta) => meta,
+            Err(e) => {
+                // A create or delete that did not finish: the stream never existed or is gone.
+                tracing::warn!(dir = %dir.display(), "removing stream directory without valid {META_FILE}: {e}");
+                if let Err(e) = fs::remove_dir_all(dir) {
+                    tracing::error!(dir = %dir.display(), "could not remove: {e}");
+                }
+                return;
+            }
+        };
+        let args = meta.arguments.reparse();
+        let name = meta.name;
+        let entry = match self.start_stream(&name, args, dir.to_owned()) {
+            Ok((stream, recovery)) => {
+                if recovery.is_clean() {
+                    tracing::info!(stream = %name, next_offset = stream.reader.stats().next_offset, "stream opened");
+                } else {
+                    tracing::warn!(stream = %name, "stream recovered: {recovery}");
+                }
+                Entry::Ready(stream)
+            }
+            Err(e) => {
+                tracing::error!(stream = %name, dir = %dir.display(), "stream not available: {e}");
+                Entry::Unavailable {
+                    dir: dir.to_owned(),
+                    reason: e.to_string(),
+                }
+            }
+        };
+        self.write_streams().insert(name, entry);
+    }
+
+    fn start_stream(
+        &self,
+        name: &str,
+        args: StreamArgs,
+        dir: PathBuf,
+    ) -> Result<(Arc<Stream>, brook_log::Recovery), brook_log::LogError> {
+        let config = &self.inner.config;
+        let log_config = LogConfig {
+            max_segment_bytes: args
+                .max_segment_size_bytes
+                .unwrap_or(config.default_max_segment_bytes),
+            retention: args.retention(),
+            ..LogConfig::default()
+        };
+        let (log, recovery) = Log::open(&dir, log_config)?;
+        let (committed_tx, committed_rx) = watch::channel(log.next_offset());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stream = Arc::new(Stream {
+            name: name.to_owned(),
+            args,
+            dir,
+            reader: log.reader(),
+            writer: tx,
+            committed: committed_rx,
+            watchers: Mutex::new(HashMap::new()),
+        });
+        let writer = stream::Writer::new(
+            log,
+            WriterConfig {
+                durability: config.durability,
+                max_chunk_bytes: config.max_chunk_bytes,
+                retention_check_interval: config.retention_check_interval,
+            },
+            committed_tx,
+        );
+        let task = tokio::spawn(writer.run(rx, name.to_owned()));
+        let mut tasks = self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+        Ok((stream, recovery))
+    }
+
+    // Registry updates are plain inserts/removes; a panic elsewhere cannot leave the map in a
+    // state worth refusing to read, so lock poisoning is ignored.
+    fn read_streams(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Entry>> {
+        self.inner.streams.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_streams(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
+        self.inner
+            .streams
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn stream(&self, name: &str) -> Result<Arc<Stream>, Error> {
+        match self.read_streams().get(name) {
+            Some(Entry::Ready(s)) => Ok(s.clone()),
+            Some(Entry::Unavailable { reason, .. }) => {
+                Err(Error::StreamNotAvailable(name.to_owned(), reason.clone()))
+            }
+            None => Err(Error::StreamDoesNotExist(name.to_owned())),
+        }
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.inner.config
+    }
+
+    /// A session for a new connection. `control` receives events for its request loop;
+    /// `outgoing` is the connection's ordered output queue.
+    pub fn session(
+        &self,
+        control: mpsc::UnboundedSender<ControlEvent>,
+        outgoing: OutgoingSender,
+    ) -> Session {
+        let id = self.inner.next_connection.fetch_add(1, Ordering::Relaxed);
+        Session::new(self.clone(), id, control, outgoing)
+    }
+
+    /// Creates a stream. Same name and equivalent arguments → [`Error::StreamAlreadyExists`];
+    /// different arguments → [`Error::PreconditionFailed`], as in RabbitMQ.
+    pub fn create_stream(&self, name: &str, arguments: &[(String, String)]) -> Result<(), Error> {
+        // RabbitMQ strips line breaks from names.
+        let name: String = name.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
+        if name.is_empty() || name.starts_with("amq.") || name.len() > 255 {
+            return Err(Error::PreconditionFailed(format!(
+                "invalid stream name {name:?}"
+            )));
+        }
+        let args = StreamArgs::parse(arguments).map_err(Error::PreconditionFailed)?;
+        let mut streams = self.write_streams();
+        match streams.get(&name) {
+            Some(Entry::Ready(existing)) if existing.args == args => {
+                return Err(Error::StreamAlreadyExists(name));
+            }
+            Some(_) => {
+                return Err(Error::PreconditionFailed(format!(
+                    "stream {name:?} exists with different arguments"
+                )));
+            }
+            None => {}
+        }
+        let created_at_ms = now_ms();
+        let dir = self.inner.streams_dir.join(dir_name(&name));
+        let internal =
+            |e: &dyn std::fmt::Display| Error::Internal(format!("creating {name:?}: {e}"));
+        fs::create_dir(&dir).map_err(|e| internal(&e))?;
+        let (stream, _) = self
+            .start_stream(&name, args.clone(), dir.clone())
+            .map_err(|e| internal(&e))?;
+        let meta = StreamMeta {
+            name: name.clone(),
+            arguments: args,
+            created_at_ms,
+        };
+        // The metadata file is written last and atomically: a directory without it is an
+        // unfinished create and is removed at startup.
+        if let Err(e) = write_atomically(&dir, META_FILE, &meta) {
+            let _ = stream.send(WriterCmd::Delete {
+                reply: oneshot::channel().0,
+            });
+            return Err(internal(&e));
+        }
+        tracing::info!(stream = %name, dir = %dir.display(), "stream created");
+        streams.insert(name, Entry::Ready(stream));
+        Ok(())
+    }
+
+    /// Deletes a stream and its data; every connection that used it gets a MetadataUpdate.
+    pub async fn delete_stream(&self, name: &str) -> Result<(), Error> {
+        let entry = self
+            .write_streams()
+            .remove(name)
+            .ok_or_else(|| Error::StreamDoesNotExist(name.to_owned()))?;
+        let stream = match entry {
+            Entry::Ready(stream) => stream,
+            Entry::Unavailable { dir, .. } => {
+                return fs::remove_dir_all(&dir).map_err(|e| Error::Internal(e.to_string()));
+            }
+        };
+        // Without its metadata file the directory no longer counts as a stream, even if the
+        // broker stops before the files are gone.
+        if let Err(e) = fs::remove_file(stream.dir.join(META_FILE)) {
+            tracing::warn!(stream = %name, "removing {META_FILE}: {e}");
+        }
+        let (reply, done) = oneshot::channel();
+        if stream.send(WriterCmd::Delete { reply }).is_ok() {
+            let _ = done.await;
+        }
+        let watchers: Vec<_> = stream
+            .watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
+        for (_, control) in watchers {
+            let _ = control.send(ControlEvent::StreamDeleted(name.to_owned()));
+        }
+        tracing::info!(stream = %name, "stream deleted");
+        Ok(())
+    }
+
+    pub fn stream_exists(&self, name: &str) -> bool {
+        self.read_streams().contains_key(name)
+    }
+
+    /// Names of all streams, sorted.
+    pub fn stream_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.read_streams().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    pub fn stream_args(&self, name: &str) -> Result<StreamArgs, Error> {
+        Ok(self.stream(name)?.args.clone())
+    }
+
+    pub fn stream_stats(&self, name: &str) -> Result<LogStats, Error> {
+        Ok(self.stream(name)?.reader.stats())
+    }
+
+    /// Writes and syncs everything queued in every stream, then stops the writers.
+    pub async fn shutdown(&self) {
+        let streams: Vec<Arc<Stream>> = self
+            .read_streams()
+            .values()
+            .filter_map(|e| match e {
+                Entry::Ready(s) => Some(s.clone()),
+                Entry::Unavailable { .. } => None,
+            })
+            .collect();
+        for stream in streams {
+            let (reply, done) = oneshot::channel();
+            if stream.send(WriterCmd::Shutdown { reply }).is_ok() {
+                let _ = done.await;
+            }
+        }
+    }
+}
+
+/// A readable, unique directory name; the real name is in the metadata file.
+fn dir_name(name: &str) -> String {
+    let safe: String = name
+        .chars()
+        .take(100)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{nanos}", safe.trim_start_matches('.'))
+}
+
+fn write_atomically(dir: &Path, file: &str, value: &impl Serialize) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{file}.tmp"));
+    let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, dir.join(file))?;
+    fs::File::open(dir)?.sync_all()
+}

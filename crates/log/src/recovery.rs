@@ -144,26 +144,18 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
     for &id in &ids[..ids.len() - 1] {
         segments.push(load_sealed(dir, id, &mut report)?);
     }
-    for pair in segments.windows(2).chain(std::iter::once(
-        &[
-            segments
-                .last()
-                .cloned()
-                .unwrap_or_else(|| last_info.clone()),
-            last_info.clone(),
-        ][..],
-    )) {
-        if let [a, b] = pair {
-            if a.first_chunk_id != b.first_chunk_id && a.next_offset != b.first_chunk_id {
-                tracing::warn!(
-                    dir = %dir.display(),
-                    "gap between segments: {} ends at offset {}, {} starts at {}",
-                    a.first_chunk_id, a.next_offset, b.first_chunk_id, b.first_chunk_id
-                );
-            }
+    segments.push(last_info);
+    for pair in segments.windows(2) {
+        if let [a, b] = pair
+            && a.next_offset != b.first_chunk_id
+        {
+            tracing::warn!(
+                dir = %dir.display(),
+                "gap between segments: {} ends at offset {}, {} starts at {}",
+                a.first_chunk_id, a.next_offset, b.first_chunk_id, b.first_chunk_id
+            );
         }
     }
-    segments.push(last_info);
 
     let tracking = recover_tracking(dir, &segments, &last_records, &mut report)?;
     let last_user_chunk = find_last_user_chunk(dir, &segments, &last_records)?;

@@ -1,0 +1,74 @@
+//! Delivery for one subscription: read committed chunks, spend one credit per user chunk, hand
+//! the stored bytes to the connection. Tracking chunks are skipped and cost no credit.
+
+use std::sync::Arc;
+
+use brook_log::{Cursor, LogError, ReadChunk};
+use tokio::sync::{Semaphore, watch};
+
+use crate::stream::Stream;
+use crate::{Outgoing, OutgoingSender};
+
+/// How much a subscription reads ahead of its credit.
+const READ_AHEAD_BYTES: usize = 1 << 20;
+
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub subscription_id: u8,
+    pub stream: Arc<Stream>,
+    pub cursor: Cursor,
+    /// One permit per chunk the client allows.
+    pub credit: Arc<Semaphore>,
+    pub outgoing: OutgoingSender,
+    pub committed: watch::Receiver<u64>,
+}
+
+impl Delivery {
+    pub(crate) async fn run(mut self) {
+        let mut chunks: Vec<ReadChunk> = Vec::new();
+        loop {
+            // Mark the current commit as seen *before* reading, so a commit that lands after
+            // the read finds us waiting instead of being missed.
+            self.committed.borrow_and_update();
+            let read = self.cursor.read(READ_AHEAD_BYTES, &mut chunks);
+            match read {
+                Ok(0) => {
+                    if self.committed.changed().await.is_err() {
+                        return; // the stream's writer is gone
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(LogError::Deleted) => return,
+                Err(e) => {
+                    tracing::error!(stream = %self.stream.name, subscription = self.subscription_id,
+                        "stopping delivery: {e}");
+                    return;
+                }
+            }
+            for chunk in chunks.drain(..) {
+                if !chunk.is_user() {
+                    continue;
+                }
+                match self.credit.acquire().await {
+                    Ok(permit) => permit.forget(),
+                    Err(_) => return,
+                }
+                let committed_chunk_id = self
+                    .stream
+                    .reader
+                    .stats()
+                    .committed_chunk_id
+                    .unwrap_or(chunk.header.chunk_id);
+                let delivered = self.outgoing.send(Outgoing::Deliver {
+                    subscription_id: self.subscription_id,
+                    committed_chunk_id,
+                    chunk,
+                });
+                if delivered.is_err() {
+                    return; // connection gone
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! One client connection's view of the broker: its publishers and subscriptions, and the
+//! requests it makes. The server drives a `Session` from decoded frames; everything the session
+//! produces for the client goes into the connection's ordered [`Outgoing`] queue.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use brook_log::{LogStats, Seek};
+use brook_protocol::chunk::Entry;
+use brook_protocol::{OffsetSpec, Publish, ResponseCode, property};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::consumer::Delivery;
+use crate::stream::{ConfirmTarget, Stream, WriterCmd};
+use crate::{Broker, ControlEvent, Error, Outgoing, OutgoingSender};
+
+/// Publisher and consumer references are stored with a one-byte length.
+const MAX_REFERENCE_LEN: usize = 255;
+/// Entries a connection may have queued for writing before its socket stops being read
+/// (RabbitMQ: 50,000 publisher credits per connection). Clients only see TCP back-pressure.
+const PUBLISH_CREDITS: usize = 50_000;
+/// RabbitMQ 4.3.5's limit on a sub-entry batch's uncompressed size.
+const MAX_SUB_ENTRY_BATCH_BYTES: u32 = 64 << 20;
+
+#[derive(Debug)]
+struct Publisher {
+    stream: Arc<Stream>,
+    reference: Option<Arc<str>>,
+    alive: Arc<AtomicBool>,
+}
+
+#[derive(Debug)]
+struct Subscription {
+    stream: Arc<Stream>,
+    credit: Arc<Semaphore>,
+    task: Option<JoinHandle<()>>,
+    /// Prepared by `subscribe`, started by `start` once the OK response is queued.
+    pending: Option<Delivery>,
+}
+
+/// Proof that a subscription was accepted: hand it to [`Session::start`] after the Subscribe
+/// response has been queued, so that no Deliver can overtake it.
+#[must_use = "the subscription delivers nothing until started"]
+#[derive(Debug)]
+pub struct Subscribed(u8);
+
+/// The broker side of one connection.
+#[derive(Debug)]
+pub struct Session {
+    broker: Broker,
+    id: u64,
+    control: mpsc::UnboundedSender<ControlEvent>,
+    outgoing: OutgoingSender,
+    publishers: HashMap<u8, Publisher>,
+    subscriptions: HashMap<u8, Subscription>,
+    publish_credits: Arc<Semaphore>,
+    /// Streams this connection used: it hears of their deletion.
+    watched: HashSet<String>,
+}
+
+impl Session {
+    pub(crate) fn new(
+        broker: Broker,
+        id: u64,
+        control: mpsc::UnboundedSender<ControlEvent>,
+        outgoing: OutgoingSender,
+    ) -> Self {
+        Self {
+            broker,
+            id,
+            control,
+            outgoing,
+            publishers: HashMap::new(),
+            subscriptions: HashMap::new(),
+            publish_credits: Arc::new(Semaphore::new(PUBLISH_CREDITS)),
+            watched: HashSet::new(),
+        }
+    }
+
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// Looks a stream up and remembers that this connection uses it.
+    fn stream(&mut self, name: &str) -> Result<Arc<Stream>, Error> {
+        let stream = self.broker.stream(name)?;
+        if self.watched.insert(name.to_owned()) {
+            stream.watch(self.id, &self.control);
+        }
+        Ok(stream)
+    }
+
+    pub fn declare_publisher(
+        &mut self,
+        id: u8,
+        reference: &str,
+        stream: &str,
+    ) -> Result<(), Error> {
+        if reference.len() > MAX_REFERENCE_LEN {
+            return Err(Error::PreconditionFailed(
+                "publisher reference longer than 255 bytes".into(),
+            ));
+        }
+        let stream = self.stream(stream)?;
+        if self.publishers.contains_key(&id) {
+            return Err(Error::PreconditionFailed(format!(
+                "publisher id {id} already in use"
+            )));
+        }
+        if !reference.is_empty()
+            && self
+                .publishers
+                .values()
+                .any(|p| p.stream.name == stream.name && p.reference.as_deref() == Some(reference))
+        {
+            return Err(Error::PreconditionFailed(format!(
+                "publisher reference {reference:?} already declared on this connection"
+            )));
+        }
+        self.publishers.insert(
+            id,
+            Publisher {
+                stream,
+                reference: (!reference.is_empty()).then(|| Arc::from(reference)),
+                alive: Arc::new(AtomicBool::new(true)),
+            },
+        );
+        Ok(())
+    }
+
+    pub fn delete_publisher(&mut self, id: u8) -> Result<(), Error> {
+        let publisher = self
+            .publishers
+            .remove(&id)
+            .ok_or(Error::PublisherDoesNotExist(id))?;
+        publisher.alive.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Queues a Publish frame for writing. Waits while the connection has too many entries in
+    /// flight (publisher flow control). Errors are reported to the client as PublishError.
+    pub async fn publish(&mut self, publish: Publish) {
+        let Some(publisher) = self.publishers.get(&publish.publisher_id) else {
+            let errors = publish
+                .entries()
+                .map(|e| (e.publishing_id, ResponseCode::PUBLISHER_DOES_NOT_EXIST))
+                .collect();
+            let _ = self.outgoing.send(Outgoing::PublishError {
+                publisher_id: publish.publisher_id,
+                errors,
+            });
+            return;
+        };
+        // RabbitMQ 4.3.5 validates sub-entry batches; an invalid one and everything after it
+        // in the frame get PRECONDITION_FAILED.
+        let mut take = 0usize;
+        let mut rejected = Vec::new();
+        for e in publish.entries() {
+            if rejected.is_empty() && valid_entry(&e.entry) {
+                take += 1;
+            } else {
+                rejected.push((e.publishing_id, ResponseCode::PRECONDITION_FAILED));
+            }
+        }
+        if !rejected.is_empty() {
+            let _ = self.outgoing.send(Outgoing::PublishError {
+                publisher_id: publish.publisher_id,
+                errors: rejected,
+            });
+        }
+        if take == 0 {
+            return;
+        }
+        let permits = take.min(PUBLISH_CREDITS) as u32;
+        let permit = self
+            .publish_credits
+            .clone()
+            .acquire_many_owned(permits)
+            .await
+            .ok();
+        let cmd = WriterCmd::Publish {
+            take,
+            reference: publisher.reference.clone(),
+            target: ConfirmTarget {
+                outgoing: self.outgoing.clone(),
+                publisher_id: publish.publisher_id,
+                alive: publisher.alive.clone(),
+            },
+            publish,
+            _permit: permit,
+        };
+        if publisher.stream.send(cmd).is_err() {
+            // The writer is gone (stream being deleted); the MetadataUpdate follows.
+        }
+    }
+
+    pub async fn query_publisher_sequence(
+        &mut self,
+        reference: &str,
+        stream: &str,
+    ) -> Result<u64, Error> {
+        let stream = self.stream(stream)?;
+        let (reply, rx) = oneshot::channel();
+        stream.send(WriterCmd::QuerySequence {
+            reference: reference.to_owned(),
+            reply,
+        })?;
+        rx.await.map_err(|_| unavailable(&stream))
+    }
+
+    /// Registers a subscription. Nothing is delivered until [`Session::start`].
+    pub fn subscribe(
+        &mut self,
+        id: u8,
+        stream: &str,
+        offset: OffsetSpec,
+        credit: u16,
+        properties: &[(String, String)],
+    ) -> Result<Subscribed, Error> {
+        if property(properties, "name").is_some_and(|n| n.len() > MAX_REFERENCE_LEN) {
+            return Err(Error::PreconditionFailed(
+                "consumer name longer than 255 bytes".into(),
+            ));
+        }
+        let stream = self.stream(stream)?;
+        if self.subscriptions.contains_key(&id) {
+            return Err(Error::SubscriptionIdAlreadyExists(id));
+        }
+        let seek = match offset {
+            OffsetSpec::First => Seek::First,
+            OffsetSpec::Last => Seek::Last,
+            OffsetSpec::Next => Seek::Next,
+            OffsetSpec::Offset(o) => Seek::Offset(o),
+            OffsetSpec::Timestamp(t) => Seek::Timestamp(t),
+            OffsetSpec::None => {
+                return Err(Error::PreconditionFailed(
+                    "offset type 0 is not valid in Subscribe".into(),
+                ));
+            }
+        };
+        let cursor = stream
+            .reader
+            .cursor(seek)
+            .map_err(|e| Error::StreamNotAvailable(stream.name.clone(), e.to_string()))?;
+        let credit = Arc::new(Semaphore::new(usize::from(credit)));
+        let delivery = Delivery {
+            subscription_id: id,
+            stream: stream.clone(),
+            cursor,
+            credit: credit.clone(),
+            outgoing: self.outgoing.clone(),
+            committed: stream.committed.clone(),
+        };
+        self.subscriptions.insert(
+            id,
+            Subscription {
+                stream,
+                credit,
+                task: None,
+                pending: Some(delivery),
+            },
+        );
+        Ok(Subscribed(id))
+    }
+
+    /// Starts delivering to an accepted subscription.
+    pub fn start(&mut self, subscribed: Subscribed) {
+        if let Some(sub) = self.subscriptions.get_mut(&subscribed.0)
+            && let Some(delivery) = sub.pending.take()
+        {
+            sub.task = Some(tokio::spawn(delivery.run()));
+        }
+    }
+
+    /// Adds credit. A negative value (the server reads it as signed) adds nothing.
+    pub fn credit(&mut self, id: u8, credit: u16) -> Result<(), Error> {
+        let sub = self
+            .subscriptions
+            .get(&id)
+            .ok_or(Error::SubscriptionIdDoesNotExist(id))?;
+        let credit = credit as i16;
+        if credit > 0 {
+            sub.credit.add_permits(credit as usize);
+        }
+        Ok(())
+    }
+
+    pub fn unsubscribe(&mut self, id: u8) -> Result<(), Error> {
+        let sub = self
+            .subscriptions
+            .remove(&id)
+            .ok_or(Error::SubscriptionIdDoesNotExist(id))?;
+        stop(sub);
+        Ok(())
+    }
+
+    /// Stores a consumer offset. Never answered, so errors are silently dropped, as RabbitMQ
+    /// drops them.
+    pub fn store_offset(&mut self, reference: &str, stream: &str, offset: u64) {
+        if let Ok(stream) = self.stream(stream) {
+            let _ = stream.send(WriterCmd::StoreOffset {
+                reference: reference.to_owned(),
+                offset,
+            });
+        }
+    }
+
+    pub async fn query_offset(&mut self, reference: &str, stream: &str) -> Result<u64, Error> {
+        let stream = self.stream(stream)?;
+        let (reply, rx) = oneshot::channel();
+        stream.send(WriterCmd::QueryOffset {
+            reference: reference.to_owned(),
+            reply,
+        })?;
+        rx.await
+            .map_err(|_| unavailable(&stream))?
+            .ok_or_else(|| Error::NoOffset(reference.to_owned()))
+    }
+
+    /// Whether a stream exists; the connection is told if it is later deleted, as RabbitMQ
+    /// tells clients that cached its metadata.
+    pub fn metadata(&mut self, stream: &str) -> Result<(), Error> {
+        self.stream(stream).map(|_| ())
+    }
+
+    pub fn stream_stats(&mut self, stream: &str) -> Result<LogStats, Error> {
+        Ok(self.stream(stream)?.reader.stats())
+    }
+
+    /// Handles a stream's deletion: drops this connection's publishers and subscriptions on it.
+    /// Returns whether the client should get a MetadataUpdate.
+    pub fn stream_deleted(&mut self, stream: &str) -> bool {
+        self.publishers.retain(|_, p| {
+            let keep = p.stream.name != stream;
+            if !keep {
+                p.alive.store(false, Ordering::Release);
+            }
+            keep
+        });
+        let gone: Vec<u8> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| s.stream.name == stream)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in gone {
+            if let Some(sub) = self.subscriptions.remove(&id) {
+                stop(sub);
+            }
+        }
+        self.watched.remove(stream)
+    }
+}
+
+fn stop(sub: Subscription) {
+    sub.credit.close();
+    if let Some(task) = sub.task {
+        task.abort();
+    }
+}
+
+fn unavailable(stream: &Stream) -> Error {
+    Error::StreamNotAvailable(stream.name.clone(), "stream is being deleted".into())
+}
+
+fn valid_entry(entry: &Entry<'_>) -> bool {
+    match entry {
+        Entry::Simple(_) => true,
+        Entry::Batch(b) => {
+            b.record_count > 0
+                && b.uncompressed_len <= MAX_SUB_ENTRY_BATCH_BYTES
+                && u32::from(b.record_count) * 4 <= b.uncompressed_len
+                && b.compression <= 4
+                && (b.compression == 0 || !b.body.is_empty())
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for p in self.publishers.values() {
+            p.alive.store(false, Ordering::Release);
+        }
+        for (_, sub) in self.subscriptions.drain() {
+            stop(sub);
+        }
+        for name in &self.watched {
+            if let Ok(stream) = self.broker.stream(name) {
+                stream.unwatch(self.id);
+            }
+        }
+    }
+}

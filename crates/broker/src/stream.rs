@@ -1,0 +1,426 @@
+//! One stream: its log, and the writer task that owns it.
+//!
+//! All writes to a stream go through one task, as in osiris: whatever publishes and stored
+//! offsets are queued while it writes become the next chunk, so chunk formation follows the
+//! load (one write syscall for many messages under load, low latency when idle), deduplication
+//! sees publishes in one order, and a QueryOffset queued after a StoreOffset sees it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use brook_log::{Log, LogError, LogReader, UserChunk};
+use brook_protocol::chunk::Entry;
+use brook_protocol::{Publish, ResponseCode};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
+
+use crate::args::StreamArgs;
+use crate::{Durability, Outgoing, OutgoingSender};
+
+/// A chunk holds at most this many entries (the header field is a `u16`).
+const MAX_CHUNK_ENTRIES: usize = u16::MAX as usize;
+
+/// Where confirms for one publisher go.
+#[derive(Debug, Clone)]
+pub(crate) struct ConfirmTarget {
+    pub outgoing: OutgoingSender,
+    pub publisher_id: u8,
+    /// Cleared when the publisher is deleted: confirms of its late writes are dropped, so a
+    /// re-declared publisher with the same id never sees them.
+    pub alive: Arc<AtomicBool>,
+}
+
+#[derive(Debug)]
+pub(crate) enum WriterCmd {
+    Publish {
+        publish: Publish,
+        /// Only the first `take` entries are written (the rest failed validation).
+        take: usize,
+        reference: Option<Arc<str>>,
+        target: ConfirmTarget,
+        /// Publisher flow control: returned when the entries are written.
+        _permit: Option<OwnedSemaphorePermit>,
+    },
+    StoreOffset {
+        reference: String,
+        offset: u64,
+    },
+    QueryOffset {
+        reference: String,
+        reply: oneshot::Sender<Option<u64>>,
+    },
+    QuerySequence {
+        reference: String,
+        reply: oneshot::Sender<u64>,
+    },
+    /// Flush, sync, and stop.
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+    /// Stop and delete the log's files.
+    Delete {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A stream as the rest of the broker sees it.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    pub name: String,
+    pub args: StreamArgs,
+    pub dir: PathBuf,
+    pub reader: LogReader,
+    pub writer: mpsc::UnboundedSender<WriterCmd>,
+    /// The committed next offset; changes wake consumers waiting at the tail.
+    pub committed: watch::Receiver<u64>,
+    /// Connections that used this stream and must hear of its deletion.
+    pub watchers: Mutex<HashMap<u64, mpsc::UnboundedSender<crate::ControlEvent>>>,
+}
+
+impl Stream {
+    pub(crate) fn watch(&self, conn: u64, control: &mpsc::UnboundedSender<crate::ControlEvent>) {
+        let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        w.entry(conn).or_insert_with(|| control.clone());
+    }
+
+    pub(crate) fn unwatch(&self, conn: u64) {
+        let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        w.remove(&conn);
+    }
+
+    pub(crate) fn send(&self, cmd: WriterCmd) -> Result<(), crate::Error> {
+        self.writer.send(cmd).map_err(|_| {
+            crate::Error::StreamNotAvailable(self.name.clone(), "writer stopped".into())
+        })
+    }
+}
+
+/// Settings of a writer task.
+#[derive(Debug, Clone)]
+pub(crate) struct WriterConfig {
+    pub durability: Durability,
+    pub max_chunk_bytes: usize,
+    pub retention_check_interval: Duration,
+}
+
+/// Confirms waiting for their chunk to be committed, grouped per publisher in write order.
+#[derive(Default)]
+struct Confirms {
+    groups: Vec<(ConfirmTarget, Vec<u64>)>,
+}
+
+impl Confirms {
+    fn add(&mut self, target: &ConfirmTarget, id: u64) {
+        match self.groups.last_mut() {
+            Some((t, ids)) if Arc::ptr_eq(&t.alive, &target.alive) => ids.push(id),
+            _ => self.groups.push((target.clone(), vec![id])),
+        }
+    }
+
+    fn send(&mut self) {
+        for (target, ids) in self.groups.drain(..) {
+            if target.alive.load(Ordering::Acquire) {
+                let _ = target.outgoing.send(Outgoing::Confirm {
+                    publisher_id: target.publisher_id,
+                    ids,
+                    alive: target.alive,
+                });
+            }
+        }
+    }
+
+    fn fail(&mut self, code: ResponseCode) {
+        for (target, ids) in self.groups.drain(..) {
+            let _ = target.outgoing.send(Outgoing::PublishError {
+                publisher_id: target.publisher_id,
+                errors: ids.into_iter().map(|id| (id, code)).collect(),
+            });
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+}
+
+/// The chunk being assembled from queued publishes.
+struct ChunkBuilder {
+    data: Vec<u8>,
+    entries: usize,
+    records: u32,
+    /// Publisher reference → last publishing id in this chunk (goes into the trailer).
+    sequences: Vec<(Arc<str>, u64)>,
+}
+
+impl ChunkBuilder {
+    fn sequence(&self, reference: &str) -> Option<u64> {
+        self.sequences
+            .iter()
+            .rev()
+            .find(|(r, _)| &**r == reference)
+            .map(|&(_, s)| s)
+    }
+
+    fn set_sequence(&mut self, reference: &Arc<str>, seq: u64) {
+        match self.sequences.iter_mut().find(|(r, _)| r == reference) {
+            Some((_, s)) => *s = seq,
+            None => self.sequences.push((reference.clone(), seq)),
+        }
+    }
+}
+
+pub(crate) struct Writer {
+    log: Log,
+    config: WriterConfig,
+    committed: watch::Sender<u64>,
+    chunk: ChunkBuilder,
+    /// Confirms for chunks appended but not yet committed.
+    confirms: Confirms,
+    /// Appended but not committed (durability `batch` waits for the next sync).
+    uncommitted: bool,
+    last_sync: Instant,
+}
+
+impl Writer {
+    pub(crate) fn new(log: Log, config: WriterConfig, committed: watch::Sender<u64>) -> Self {
+        Self {
+            log,
+            config,
+            committed,
+            chunk: ChunkBuilder {
+                data: Vec::new(),
+                entries: 0,
+                records: 0,
+                sequences: Vec::new(),
+            },
+            confirms: Confirms::default(),
+            uncommitted: false,
+            last_sync: Instant::now(),
+        }
+    }
+
+    /// The task body: runs until the stream is deleted, shut down, or dropped.
+    pub(crate) async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<WriterCmd>,
+        name: String,
+    ) {
+        let mut retention = tokio::time::interval(self.config.retention_check_interval);
+        retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        retention.tick().await;
+        loop {
+            let sync_due = self.sync_deadline();
+            tokio::select! {
+                cmd = commands.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    let mut next = Some(cmd);
+                    // Everything queued now goes into this write.
+                    while let Some(cmd) = next.take() {
+                        match cmd {
+                            WriterCmd::Shutdown { reply } => {
+                                self.finish(true).await;
+                                let _ = reply.send(());
+                                return;
+                            }
+                            WriterCmd::Delete { reply } => {
+                                self.confirms.groups.clear();
+                                if let Err(e) = self.log.delete() {
+                                    tracing::error!(stream = %name, "deleting the log: {e}");
+                                }
+                                let _ = reply.send(());
+                                return;
+                            }
+                            cmd => self.handle(cmd),
+                        }
+                        next = commands.try_recv().ok();
+                    }
+                    self.write().await;
+                }
+                _ = retention.tick() => {
+                    let now = crate::now_ms();
+                    if let Err(e) = self.log.enforce_retention(now) {
+                        tracing::warn!(stream = %name, "retention: {e}");
+                    }
+                }
+                _ = sleep_until(sync_due) => {
+                    self.sync_and_commit().await;
+                }
+            }
+        }
+        self.finish(false).await;
+    }
+
+    fn handle(&mut self, cmd: WriterCmd) {
+        match cmd {
+            WriterCmd::Publish {
+                publish,
+                take,
+                reference,
+                target,
+                _permit,
+            } => {
+                for entry in publish.entries().take(take) {
+                    if let Some(reference) = &reference {
+                        let last = self
+                            .chunk
+                            .sequence(reference)
+                            .or_else(|| self.log.tracking().sequence(reference));
+                        if last.is_some_and(|last| entry.publishing_id <= last) {
+                            // A duplicate: not written, confirmed with this batch.
+                            self.confirms.add(&target, entry.publishing_id);
+                            continue;
+                        }
+                    }
+                    if self.chunk.entries == MAX_CHUNK_ENTRIES
+                        || self.chunk.data.len() + entry.raw.len() > self.config.max_chunk_bytes
+                    {
+                        self.append_chunk();
+                    }
+                    self.chunk.data.extend_from_slice(entry.raw);
+                    self.chunk.entries += 1;
+                    self.chunk.records += match entry.entry {
+                        Entry::Simple(_) => 1,
+                        Entry::Batch(b) => u32::from(b.record_count),
+                    };
+                    if let Some(reference) = &reference {
+                        self.chunk.set_sequence(reference, entry.publishing_id);
+                    }
+                    self.confirms.add(&target, entry.publishing_id);
+                }
+            }
+            WriterCmd::StoreOffset { reference, offset } => {
+                self.log.store_offset(&reference, offset);
+            }
+            WriterCmd::QueryOffset { reference, reply } => {
+                let _ = reply.send(self.log.tracking().offset(&reference));
+            }
+            WriterCmd::QuerySequence { reference, reply } => {
+                let seq = self
+                    .chunk
+                    .sequence(&reference)
+                    .or_else(|| self.log.tracking().sequence(&reference))
+                    .unwrap_or(0);
+                let _ = reply.send(seq);
+            }
+            WriterCmd::Shutdown { .. } | WriterCmd::Delete { .. } => {}
+        }
+    }
+
+    /// Appends the chunk being built, if any.
+    fn append_chunk(&mut self) {
+        if self.chunk.entries == 0 {
+            return;
+        }
+        let sequences: Vec<(&str, u64)> = self
+            .chunk
+            .sequences
+            .iter()
+            .map(|(r, s)| (&**r, *s))
+            .collect();
+        let result = self.log.append_user(&UserChunk {
+            data: &self.chunk.data,
+            num_entries: self.chunk.entries as u16,
+            num_records: self.chunk.records,
+            bloom: &[],
+            sequences: &sequences,
+        });
+        self.chunk.data.clear();
+        self.chunk.entries = 0;
+        self.chunk.records = 0;
+        self.chunk.sequences.clear();
+        match result {
+            Ok(_) => self.uncommitted = true,
+            Err(e) => self.write_failed(e),
+        }
+    }
+
+    fn write_failed(&mut self, e: LogError) {
+        tracing::error!(dir = %self.log.dir().display(), "write failed: {e}");
+        self.confirms.fail(ResponseCode::INTERNAL_ERROR);
+    }
+
+    /// Writes what the last batch queued, then commits as the durability setting allows.
+    async fn write(&mut self) {
+        self.append_chunk();
+        if self.log.has_pending_tracking() {
+            match self.log.flush_tracking() {
+                Ok(_) => self.uncommitted = true,
+                Err(e) => self.write_failed(e),
+            }
+        }
+        match self.config.durability {
+            Durability::None => self.commit(),
+            Durability::Always => self.sync_and_commit().await,
+            Durability::Batch(interval) => {
+                if self.last_sync.elapsed() >= interval {
+                    self.sync_and_commit().await;
+                }
+            }
+        }
+    }
+
+    fn sync_deadline(&self) -> Option<Instant> {
+        match self.config.durability {
+            Durability::Batch(interval) if self.uncommitted || !self.confirms.is_empty() => {
+                Some(self.last_sync + interval)
+            }
+            _ => None,
+        }
+    }
+
+    async fn sync_and_commit(&mut self) {
+        if self.uncommitted {
+            let result = blocking(|| self.log.sync());
+            if let Err(e) = result {
+                self.write_failed(e);
+                return;
+            }
+            self.last_sync = Instant::now();
+        }
+        self.commit();
+    }
+
+    fn commit(&mut self) {
+        if self.uncommitted {
+            self.log.commit();
+            self.uncommitted = false;
+            self.committed.send_replace(self.log.next_offset());
+        }
+        self.confirms.send();
+    }
+
+    async fn finish(&mut self, sync: bool) {
+        self.append_chunk();
+        if self.log.has_pending_tracking() {
+            if let Err(e) = self.log.flush_tracking() {
+                self.write_failed(e);
+            }
+            self.uncommitted = true;
+        }
+        if (sync || self.uncommitted)
+            && let Err(e) = self.log.sync()
+        {
+            self.write_failed(e);
+        }
+        self.commit();
+    }
+}
+
+/// Runs a call that may block for milliseconds (fdatasync) without stalling the other tasks of
+/// a multi-threaded runtime. A current-thread runtime (tests) has nothing to hand over to.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,61 @@
+//! Server settings.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A user that can log in with SASL PLAIN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Host clients are told to connect to (Open response, Metadata). Must resolve for them.
+    pub advertised_host: String,
+    /// Port clients are told to connect to; the listener's port when `None`.
+    pub advertised_port: Option<u16>,
+    pub users: Vec<User>,
+    /// Users allowed from loopback addresses only (RabbitMQ: `guest`).
+    pub loopback_users: Vec<String>,
+    /// When set, SASL ANONYMOUS is offered and logs in as this user.
+    pub anonymous_user: Option<String>,
+    /// Proposed in Tune; the smaller of this and the client's value applies (0 = no limit).
+    pub frame_max: u32,
+    /// Proposed heartbeat interval in seconds; the client's answer applies.
+    pub heartbeat: u32,
+    /// Failed logins and vhost refusals are answered after this delay (slows brute force).
+    pub auth_failure_delay: Duration,
+    /// Each step before Open must arrive within this time.
+    pub negotiation_timeout: Duration,
+    /// After a server-initiated Close, how long to wait for the client's answer.
+    pub close_timeout: Duration,
+    /// The `version` announced in PeerProperties. Clients enable features by it (≥ 3.13 for
+    /// filtering, super streams, Deliver v2), so it names the RabbitMQ release whose protocol
+    /// brook implements, not brook's own version.
+    pub protocol_version: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 5552)),
+            advertised_host: "localhost".into(),
+            advertised_port: None,
+            users: vec![User {
+                name: "guest".into(),
+                password: "guest".into(),
+            }],
+            loopback_users: vec!["guest".into()],
+            anonymous_user: None,
+            frame_max: 1_048_576,
+            heartbeat: 60,
+            auth_failure_delay: Duration::from_secs(3),
+            negotiation_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(10),
+            protocol_version: "4.2.0".into(),
+        }
+    }
+}
