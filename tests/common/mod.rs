@@ -1,6 +1,8 @@
 //! A real brook, started in-process on an ephemeral port for integration tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod raw;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
