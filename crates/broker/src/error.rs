@@ -48,4 +48,6 @@ pub enum OpenError {
         #[source]
         source: std::io::Error,
     },
+    #[error("data directory {0} is in use by another broker")]
+    Locked(std::path::PathBuf),
 }

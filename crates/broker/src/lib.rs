@@ -162,12 +162,12 @@ impl Broker {
             .write(true)
             .open(&lock_path)
             .map_err(data_err(&lock_path))?;
-        lock.try_lock().map_err(|e| OpenError::DataDir {
-            path: config.data_dir.clone(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::WouldBlock,
-                format!("another broker is using this data directory ({e})"),
-            ),
+        lock.try_lock().map_err(|e| match e {
+            fs::TryLockError::WouldBlock => OpenError::Locked(config.data_dir.clone()),
+            fs::TryLockError::Error(source) => OpenError::DataDir {
+                path: lock_path.clone(),
+                source,
+            },
         })?;
         let broker = Broker {
             inner: Arc::new(Inner {

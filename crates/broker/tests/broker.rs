@@ -1,0 +1,246 @@
+//! Domain tests: the broker driven through sessions, no sockets.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use brook_broker::{Broker, BrokerConfig, ControlEvent, Durability, Outgoing, Session};
+use brook_protocol::{OffsetSpec, PublishBuilder};
+use tokio::sync::mpsc;
+
+struct Conn {
+    session: Session,
+    out: mpsc::UnboundedReceiver<Outgoing>,
+    _control: mpsc::UnboundedReceiver<ControlEvent>,
+}
+
+fn connect(broker: &Broker) -> Conn {
+    let (control, control_rx) = mpsc::unbounded_channel();
+    let (out, out_rx) = mpsc::unbounded_channel();
+    Conn {
+        session: broker.session(control, out),
+        out: out_rx,
+        _control: control_rx,
+    }
+}
+
+impl Conn {
+    async fn publish(&mut self, publisher: u8, ids: std::ops::Range<u64>, size: usize) {
+        let mut b = PublishBuilder::new(publisher);
+        for id in ids.clone() {
+            b.message(id, &vec![id as u8; size]);
+        }
+        self.session.publish(b.build()).await;
+        let mut confirmed = Vec::new();
+        while (confirmed.len() as u64) < ids.end - ids.start {
+            match tokio::time::timeout(Duration::from_secs(10), self.out.recv())
+                .await
+                .unwrap()
+                .unwrap()
+            {
+                Outgoing::Confirm { ids, .. } => confirmed.extend(ids),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(confirmed, ids.collect::<Vec<_>>());
+    }
+}
+
+fn props(kv: &[(&str, &str)]) -> Vec<(String, String)> {
+    kv.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_age_trims_an_idle_stream_and_tracking_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = BrokerConfig::new(dir.path());
+    config.retention_check_interval = Duration::from_millis(100);
+    let broker = Broker::open(config.clone()).unwrap();
+    broker
+        .create_stream(
+            "aged",
+            &props(&[("max-age", "1s"), ("stream-max-segment-size-bytes", "2000")]),
+        )
+        .unwrap();
+    let mut c = connect(&broker);
+    c.session.declare_publisher(0, "producer", "aged").unwrap();
+    c.session.store_offset("consumer", "aged", 42);
+    for batch in 0..20u64 {
+        c.publish(0, batch * 10..batch * 10 + 10, 50).await;
+    }
+    let before = broker.stream_stats("aged").unwrap();
+    assert!(before.segments > 3, "{before:?}");
+    assert_eq!(before.first_chunk_id, Some(0));
+    // A consumer attached at `first` before trimming.
+    let early = c
+        .session
+        .subscribe(1, "aged", OffsetSpec::First, 0, &[])
+        .unwrap();
+    c.session.start(early);
+
+    // No more publishes: the periodic check alone must trim the stream.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let after = broker.stream_stats("aged").unwrap();
+    assert_eq!(after.segments, 1, "{after:?}");
+    assert!(after.first_chunk_id.unwrap() > 0);
+
+    // The early consumer keeps going: what it had read ahead, then from the new first chunk
+    // to the end, never a chunk from a deleted segment it had not opened yet.
+    c.session.credit(1, 1000).unwrap();
+    let last = after.committed_chunk_id.unwrap();
+    let mut ids = Vec::new();
+    while ids.last() != Some(&last) {
+        let Outgoing::Deliver { chunk, .. } =
+            tokio::time::timeout(Duration::from_secs(5), c.out.recv())
+                .await
+                .unwrap()
+                .unwrap()
+        else {
+            panic!()
+        };
+        ids.push(chunk.header.chunk_id);
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert!(ids.iter().any(|&id| id >= after.first_chunk_id.unwrap()));
+
+    // Stored offsets and publisher sequences survive retention and a restart.
+    assert_eq!(
+        c.session.query_offset("consumer", "aged").await.unwrap(),
+        42
+    );
+    assert_eq!(
+        c.session
+            .query_publisher_sequence("producer", "aged")
+            .await
+            .unwrap(),
+        199
+    );
+    drop(c);
+    broker.shutdown().await;
+    drop(broker);
+    let broker = Broker::open(config).unwrap();
+    let mut c = connect(&broker);
+    assert_eq!(
+        c.session.query_offset("consumer", "aged").await.unwrap(),
+        42
+    );
+    assert_eq!(
+        c.session
+            .query_publisher_sequence("producer", "aged")
+            .await
+            .unwrap(),
+        199
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_length_bytes_trims_by_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(BrokerConfig::new(dir.path())).unwrap();
+    broker
+        .create_stream(
+            "sized",
+            &props(&[
+                ("max-length-bytes", "10000"),
+                ("stream-max-segment-size-bytes", "2000"),
+            ]),
+        )
+        .unwrap();
+    let mut c = connect(&broker);
+    c.session.declare_publisher(0, "", "sized").unwrap();
+    for batch in 0..100u64 {
+        c.publish(0, batch * 5..batch * 5 + 5, 100).await;
+    }
+    let stats = broker.stream_stats("sized").unwrap();
+    // Whole segments go: at most the limit plus the active segment remains.
+    assert!(stats.bytes <= 10_000 + 2_000 + 600, "{stats:?}");
+    assert!(stats.first_chunk_id.unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_durability_level_confirms() {
+    for durability in [
+        Durability::None,
+        Durability::Batch(Duration::from_millis(20)),
+        Durability::Always,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = BrokerConfig::new(dir.path());
+        config.durability = durability;
+        let broker = Broker::open(config).unwrap();
+        broker.create_stream("d", &[]).unwrap();
+        let mut c = connect(&broker);
+        c.session.declare_publisher(7, "p", "d").unwrap();
+        for i in 0..5 {
+            c.publish(7, i * 10..i * 10 + 10, 8).await;
+        }
+        let stats = broker.stream_stats("d").unwrap();
+        assert_eq!(stats.next_offset, 50, "{durability:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_arguments_are_validated_and_compared() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(BrokerConfig::new(dir.path())).unwrap();
+    let args = props(&[
+        ("max-length-bytes", "1000"),
+        ("queue-leader-locator", "least-leaders"),
+        ("x-ignored", "1"),
+    ]);
+    broker.create_stream("s", &args).unwrap();
+    assert_eq!(broker.create_stream("s", &args).unwrap_err().code().0, 0x05);
+    assert_eq!(
+        broker
+            .create_stream("s", &props(&[("max-length-bytes", "1000")]))
+            .unwrap_err()
+            .code()
+            .0,
+        0x11
+    );
+    assert_eq!(
+        broker
+            .create_stream("bad", &props(&[("max-age", "forever")]))
+            .unwrap_err()
+            .code()
+            .0,
+        0x11
+    );
+    assert_eq!(
+        broker.create_stream("amq.s", &[]).unwrap_err().code().0,
+        0x11
+    );
+    assert_eq!(broker.create_stream("", &[]).unwrap_err().code().0, 0x11);
+    // Arguments persist across a restart and still compare equal.
+    broker.shutdown().await;
+    drop(broker);
+    let broker = Broker::open(BrokerConfig::new(dir.path())).unwrap();
+    assert_eq!(broker.create_stream("s", &args).unwrap_err().code().0, 0x05);
+    assert_eq!(broker.stream_names(), vec!["s".to_string()]);
+    // A second broker on the same directory is refused.
+    assert!(Broker::open(BrokerConfig::new(dir.path())).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_streams_are_gone_after_restart_and_names_can_be_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(BrokerConfig::new(dir.path())).unwrap();
+    broker.create_stream("s", &[]).unwrap();
+    let mut c = connect(&broker);
+    c.session.declare_publisher(0, "", "s").unwrap();
+    c.publish(0, 0..3, 4).await;
+    broker.delete_stream("s").await.unwrap();
+    broker.create_stream("s", &[]).unwrap();
+    assert_eq!(broker.stream_stats("s").unwrap().next_offset, 0);
+    broker.shutdown().await;
+    drop((c, broker));
+    let broker = Broker::open(BrokerConfig::new(dir.path())).unwrap();
+    assert_eq!(broker.stream_stats("s").unwrap().next_offset, 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("streams"))
+            .unwrap()
+            .count(),
+        1
+    );
+}
