@@ -145,7 +145,7 @@ async fn verify(c: &mut Raw, from: u64, acked: &Acked, last_seen: &mut Option<u6
         subscription_id: 1,
         stream: STREAM.into(),
         offset: OffsetSpec::Offset(from),
-        credit: u16::MAX >> 1,
+        credit: 100,
         properties: None,
     }))
     .await;
@@ -166,6 +166,12 @@ async fn verify(c: &mut Raw, from: u64, acked: &Acked, last_seen: &mut Option<u6
         match frame {
             Frame::SubscribeResponse(r) => assert!(r.code.is_ok()),
             Frame::Deliver(d) => {
+                // One credit back per chunk, as the official clients do.
+                c.send(Frame::Credit(Credit {
+                    subscription_id: 1,
+                    credit: 1,
+                }))
+                .await;
                 let chunk = d.chunk().unwrap();
                 chunk.verify().unwrap();
                 for r in chunk.records() {
