@@ -6,6 +6,7 @@ use std::sync::Arc;
 use brook_log::{Cursor, LogError, ReadChunk};
 use tokio::sync::{Semaphore, watch};
 
+use crate::bloom::Matcher;
 use crate::stream::Stream;
 use crate::{Outgoing, OutgoingSender};
 
@@ -21,6 +22,8 @@ pub(crate) struct Delivery {
     pub credit: Arc<Semaphore>,
     pub outgoing: OutgoingSender,
     pub committed: watch::Receiver<u64>,
+    /// Only chunks whose Bloom filter may match are sent (filtering subscriptions).
+    pub filter: Option<Matcher>,
 }
 
 impl Delivery {
@@ -47,7 +50,13 @@ impl Delivery {
                 }
             }
             for chunk in chunks.drain(..) {
-                if !chunk.is_user() {
+                // Skipped chunks cost no credit.
+                if !chunk.is_user()
+                    || self
+                        .filter
+                        .as_ref()
+                        .is_some_and(|f| !f.matches(&chunk.bloom()))
+                {
                     continue;
                 }
                 match self.credit.acquire().await {

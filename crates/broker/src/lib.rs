@@ -7,12 +7,14 @@
 //! commits.
 
 mod args;
+mod bloom;
 mod consumer;
 mod error;
+mod sac;
 mod session;
 mod stream;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -100,6 +102,9 @@ pub enum ControlEvent {
     /// A stream this connection used was deleted: drop its publishers and subscriptions on it
     /// and send MetadataUpdate.
     StreamDeleted(String),
+    /// A single-active-consumer subscription becomes active, or must step down: send the
+    /// client a ConsumerUpdate and hand its answer to [`Session::consumer_update_answered`].
+    ConsumerUpdate { subscription_id: u8, active: bool },
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -117,6 +122,16 @@ struct StreamMeta {
 }
 
 const META_FILE: &str = "stream.json";
+const SUPER_STREAMS_FILE: &str = "super_streams.json";
+/// RabbitMQ's default limit on partitions per super stream.
+const MAX_PARTITIONS: usize = 1000;
+
+/// A super stream: partition streams with their binding keys, in partition order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuperStream {
+    pub partitions: Vec<String>,
+    pub binding_keys: Vec<String>,
+}
 
 #[derive(Debug)]
 enum Entry {
@@ -134,6 +149,8 @@ struct Inner {
     streams_dir: PathBuf,
     streams: RwLock<HashMap<String, Entry>>,
     next_connection: AtomicU64,
+    super_streams: Mutex<BTreeMap<String, SuperStream>>,
+    pub(crate) sac: sac::Coordinator,
     /// Held for the broker's lifetime: two brokers on one data directory would corrupt it.
     _lock: fs::File,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -175,6 +192,8 @@ impl Broker {
                 streams_dir: streams_dir.clone(),
                 streams: RwLock::new(HashMap::new()),
                 next_connection: AtomicU64::new(1),
+                super_streams: Mutex::new(BTreeMap::new()),
+                sac: sac::Coordinator::default(),
                 _lock: lock,
                 tasks: Mutex::new(Vec::new()),
             }),
@@ -187,6 +206,23 @@ impl Broker {
         dirs.sort();
         for dir in dirs {
             broker.load_stream(&dir);
+        }
+        let super_streams_path = broker.inner.config.data_dir.join(SUPER_STREAMS_FILE);
+        match fs::read(&super_streams_path) {
+            Ok(bytes) => {
+                let loaded = serde_json::from_slice(&bytes).map_err(|e| OpenError::DataDir {
+                    path: super_streams_path.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                })?;
+                *broker.super_streams() = loaded;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(OpenError::DataDir {
+                    path: super_streams_path,
+                    source,
+                });
+            }
         }
         Ok(broker)
     }
@@ -242,6 +278,7 @@ impl Broker {
             retention: args.retention(),
             ..LogConfig::default()
         };
+        let filter_size = args.filter_size_bytes.unwrap_or(bloom::DEFAULT_SIZE);
         let (log, recovery) = Log::open(&dir, log_config)?;
         let (committed_tx, committed_rx) = watch::channel(log.next_offset());
         let (tx, rx) = mpsc::unbounded_channel();
@@ -258,6 +295,7 @@ impl Broker {
             log,
             WriterConfig {
                 durability: config.durability,
+                filter_size,
                 max_chunk_bytes: config.max_chunk_bytes,
                 retention_check_interval: config.retention_check_interval,
             },
@@ -387,8 +425,167 @@ impl Broker {
         for (_, control) in watchers {
             let _ = control.send(ControlEvent::StreamDeleted(name.to_owned()));
         }
+        // As in RabbitMQ, where a deleted queue loses its bindings: the partition leaves its
+        // super stream.
+        {
+            let mut super_streams = self.super_streams();
+            let mut changed = false;
+            for ss in super_streams.values_mut() {
+                while let Some(i) = ss.partitions.iter().position(|p| p == name) {
+                    ss.partitions.remove(i);
+                    ss.binding_keys.remove(i);
+                    changed = true;
+                }
+            }
+            if changed {
+                self.save_super_streams(&super_streams);
+            }
+        }
         tracing::info!(stream = %name, "stream deleted");
         Ok(())
+    }
+
+    fn super_streams(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, SuperStream>> {
+        self.inner
+            .super_streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn save_super_streams(&self, super_streams: &BTreeMap<String, SuperStream>) {
+        if let Err(e) = write_atomically(
+            &self.inner.config.data_dir,
+            SUPER_STREAMS_FILE,
+            super_streams,
+        ) {
+            tracing::error!("saving {SUPER_STREAMS_FILE}: {e}");
+        }
+    }
+
+    /// Creates a super stream and its partition streams, all or nothing.
+    pub async fn create_super_stream(
+        &self,
+        name: &str,
+        partitions: &[String],
+        binding_keys: &[String],
+        arguments: &[(String, String)],
+    ) -> Result<(), Error> {
+        validate_name(name)?;
+        if partitions.is_empty() || partitions.len() != binding_keys.len() {
+            return Err(Error::PreconditionFailed(
+                "a super stream needs as many binding keys as partitions, at least one".into(),
+            ));
+        }
+        if partitions.len() > MAX_PARTITIONS {
+            return Err(Error::PreconditionFailed(format!(
+                "more than {MAX_PARTITIONS} partitions"
+            )));
+        }
+        let mut unique = partitions.to_vec();
+        unique.sort();
+        unique.dedup();
+        if unique.len() != partitions.len() {
+            return Err(Error::PreconditionFailed(
+                "duplicate partition names".into(),
+            ));
+        }
+        StreamArgs::parse(arguments).map_err(Error::PreconditionFailed)?;
+        if self.super_streams().contains_key(name) {
+            return Err(Error::StreamAlreadyExists(name.to_owned()));
+        }
+        if let Some(p) = partitions.iter().find(|p| self.stream_exists(p)) {
+            return Err(Error::StreamAlreadyExists(p.clone()));
+        }
+        let mut created = Vec::new();
+        let mut failure = None;
+        for p in partitions {
+            match self.create_stream(p, arguments) {
+                Ok(()) => created.push(p),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if failure.is_none() {
+            let mut super_streams = self.super_streams();
+            if super_streams.contains_key(name) {
+                failure = Some(Error::StreamAlreadyExists(name.to_owned()));
+            } else {
+                super_streams.insert(
+                    name.to_owned(),
+                    SuperStream {
+                        partitions: partitions.to_vec(),
+                        binding_keys: binding_keys.to_vec(),
+                    },
+                );
+                self.save_super_streams(&super_streams);
+            }
+        }
+        if let Some(e) = failure {
+            for p in created {
+                let _ = self.delete_stream(p).await;
+            }
+            return Err(e);
+        }
+        tracing::info!(super_stream = %name, partitions = partitions.len(), "super stream created");
+        Ok(())
+    }
+
+    /// Deletes a super stream and all its partitions.
+    pub async fn delete_super_stream(&self, name: &str) -> Result<(), Error> {
+        let removed = {
+            let mut super_streams = self.super_streams();
+            let removed = super_streams
+                .remove(name)
+                .ok_or_else(|| Error::StreamDoesNotExist(name.to_owned()))?;
+            self.save_super_streams(&super_streams);
+            removed
+        };
+        for p in &removed.partitions {
+            match self.delete_stream(p).await {
+                Ok(()) | Err(Error::StreamDoesNotExist(_)) => {}
+                Err(e) => {
+                    tracing::warn!(super_stream = %name, partition = %p, "deleting partition: {e}")
+                }
+            }
+        }
+        tracing::info!(super_stream = %name, "super stream deleted");
+        Ok(())
+    }
+
+    pub fn super_stream(&self, name: &str) -> Result<SuperStream, Error> {
+        self.super_streams()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::StreamDoesNotExist(name.to_owned()))
+    }
+
+    pub fn super_stream_names(&self) -> Vec<String> {
+        self.super_streams().keys().cloned().collect()
+    }
+
+    /// The partitions whose binding key is exactly `routing_key` (direct routing).
+    pub fn route(&self, super_stream: &str, routing_key: &str) -> Result<Vec<String>, Error> {
+        let ss = self.super_stream(super_stream)?;
+        Ok(ss
+            .partitions
+            .into_iter()
+            .zip(ss.binding_keys)
+            .filter(|(_, k)| k == routing_key)
+            .map(|(p, _)| p)
+            .collect())
+    }
+
+    /// A partition's position in its super stream (its single-active-consumer index):
+    /// RabbitMQ's binding order, else the number after the name's last `-`.
+    pub(crate) fn partition_index(&self, super_stream: &str, stream: &str) -> i32 {
+        self.super_streams()
+            .get(super_stream)
+            .and_then(|ss| ss.partitions.iter().position(|p| p == stream))
+            .map(|i| i as i32)
+            .or_else(|| stream.rsplit('-').next().and_then(|n| n.parse().ok()))
+            .unwrap_or(-1)
     }
 
     pub fn stream_exists(&self, name: &str) -> bool {
@@ -427,6 +624,13 @@ impl Broker {
             }
         }
     }
+}
+
+fn validate_name(name: &str) -> Result<(), Error> {
+    if name.is_empty() || name.starts_with("amq.") || name.len() > 255 {
+        return Err(Error::PreconditionFailed(format!("invalid name {name:?}")));
+    }
+    Ok(())
 }
 
 /// A readable, unique directory name; the real name is in the metadata file.

@@ -12,6 +12,7 @@ use brook_protocol::{OffsetSpec, Publish, ResponseCode, property};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::bloom::Matcher;
 use crate::consumer::Delivery;
 use crate::stream::{ConfirmTarget, Stream, WriterCmd};
 use crate::{Broker, ControlEvent, Error, Outgoing, OutgoingSender};
@@ -38,6 +39,19 @@ struct Subscription {
     task: Option<JoinHandle<()>>,
     /// Prepared by `subscribe`, started by `start` once the OK response is queued.
     pending: Option<Delivery>,
+    /// The single-active-consumer group (consumer name) this subscription belongs to.
+    sac: Option<String>,
+    /// Where the Subscribe asked to start: used when a single active consumer is activated
+    /// with offset type "none".
+    seek: Seek,
+    filter: Option<Matcher>,
+}
+
+impl Subscription {
+    /// Whether it is (or is about to be) delivering.
+    fn is_delivering(&self) -> bool {
+        self.task.is_some() || self.pending.is_some()
+    }
 }
 
 /// Proof that a subscription was accepted: hand it to [`Session::start`] after the Subscribe
@@ -210,7 +224,8 @@ impl Session {
         rx.await.map_err(|_| unavailable(&stream))
     }
 
-    /// Registers a subscription. Nothing is delivered until [`Session::start`].
+    /// Registers a subscription. Nothing is delivered until [`Session::start`]; a single active
+    /// consumer waits, in addition, until it is activated.
     pub fn subscribe(
         &mut self,
         id: u8,
@@ -219,7 +234,8 @@ impl Session {
         credit: u16,
         properties: &[(String, String)],
     ) -> Result<Subscribed, Error> {
-        if property(properties, "name").is_some_and(|n| n.len() > MAX_REFERENCE_LEN) {
+        let name = property(properties, "name");
+        if name.is_some_and(|n| n.len() > MAX_REFERENCE_LEN) {
             return Err(Error::PreconditionFailed(
                 "consumer name longer than 255 bytes".into(),
             ));
@@ -228,41 +244,119 @@ impl Session {
         if self.subscriptions.contains_key(&id) {
             return Err(Error::SubscriptionIdAlreadyExists(id));
         }
-        let seek = match offset {
-            OffsetSpec::First => Seek::First,
-            OffsetSpec::Last => Seek::Last,
-            OffsetSpec::Next => Seek::Next,
-            OffsetSpec::Offset(o) => Seek::Offset(o),
-            OffsetSpec::Timestamp(t) => Seek::Timestamp(t),
-            OffsetSpec::None => {
+        let seek = seek_of(offset).ok_or_else(|| {
+            Error::PreconditionFailed("offset type 0 is not valid in Subscribe".into())
+        })?;
+        let sac = property(properties, "single-active-consumer") == Some("true");
+        let group = match (sac, name) {
+            (false, _) => None,
+            (true, Some(name)) => Some(name.to_owned()),
+            (true, None) => {
                 return Err(Error::PreconditionFailed(
-                    "offset type 0 is not valid in Subscribe".into(),
+                    "a single active consumer needs a name".into(),
                 ));
             }
         };
-        let cursor = stream
-            .reader
-            .cursor(seek)
-            .map_err(|e| Error::StreamNotAvailable(stream.name.clone(), e.to_string()))?;
         let credit = Arc::new(Semaphore::new(usize::from(credit)));
-        let delivery = Delivery {
-            subscription_id: id,
-            stream: stream.clone(),
-            cursor,
-            credit: credit.clone(),
-            outgoing: self.outgoing.clone(),
-            committed: stream.committed.clone(),
+        let filter = Matcher::from_properties(properties);
+        let pending = match group {
+            Some(_) => None,
+            None => Some(self.delivery(id, &stream, seek, &credit, &filter)?),
         };
+        if let Some(name) = &group {
+            let partition_index = property(properties, "super-stream")
+                .map_or(-1, |ss| self.broker.partition_index(ss, &stream.name));
+            self.broker.inner.sac.register(
+                &stream.name,
+                name,
+                partition_index,
+                self.id,
+                id,
+                &self.control,
+            )?;
+        }
         self.subscriptions.insert(
             id,
             Subscription {
                 stream,
                 credit,
                 task: None,
-                pending: Some(delivery),
+                pending,
+                sac: group,
+                seek,
+                filter,
             },
         );
         Ok(Subscribed(id))
+    }
+
+    fn delivery(
+        &self,
+        id: u8,
+        stream: &Arc<Stream>,
+        seek: Seek,
+        credit: &Arc<Semaphore>,
+        filter: &Option<Matcher>,
+    ) -> Result<Delivery, Error> {
+        let cursor = stream
+            .reader
+            .cursor(seek)
+            .map_err(|e| Error::StreamNotAvailable(stream.name.clone(), e.to_string()))?;
+        Ok(Delivery {
+            subscription_id: id,
+            stream: stream.clone(),
+            cursor,
+            credit: credit.clone(),
+            outgoing: self.outgoing.clone(),
+            committed: stream.committed.clone(),
+            filter: filter.clone(),
+        })
+    }
+
+    /// A single-active-consumer update is about to be sent to the client. Stepping down stops
+    /// delivery at once. Returns false if the subscription is gone (nothing to send).
+    pub fn consumer_update(&mut self, id: u8, active: bool) -> bool {
+        let Some(sub) = self.subscriptions.get_mut(&id) else {
+            return false;
+        };
+        if !active {
+            sub.pending = None;
+            if let Some(task) = sub.task.take() {
+                task.abort();
+            }
+        }
+        true
+    }
+
+    /// The client answered a ConsumerUpdate. An activated consumer starts where the client says
+    /// (offset type "none": where its Subscribe said), with the credit it has banked.
+    pub fn consumer_update_answered(&mut self, id: u8, active: bool, offset: OffsetSpec) {
+        let Some(sub) = self.subscriptions.get(&id) else {
+            return;
+        };
+        let Some(name) = sub.sac.clone() else {
+            return;
+        };
+        if !active {
+            self.broker
+                .inner
+                .sac
+                .stepped_down(&sub.stream.name, &name, self.id, id);
+            return;
+        }
+        if sub.is_delivering() {
+            return;
+        }
+        let seek = seek_of(offset).unwrap_or(sub.seek);
+        let (stream, credit, filter) = (sub.stream.clone(), sub.credit.clone(), sub.filter.clone());
+        match self.delivery(id, &stream, seek, &credit, &filter) {
+            Ok(delivery) => {
+                if let Some(sub) = self.subscriptions.get_mut(&id) {
+                    sub.task = Some(tokio::spawn(delivery.run()));
+                }
+            }
+            Err(e) => tracing::warn!(stream = %stream.name, "activating consumer {id}: {e}"),
+        }
     }
 
     /// Starts delivering to an accepted subscription.
@@ -274,7 +368,8 @@ impl Session {
         }
     }
 
-    /// Adds credit. A negative value (the server reads it as signed) adds nothing.
+    /// Adds credit. A negative value (the server reads it as signed) adds nothing. An inactive
+    /// single active consumer banks it but gets PRECONDITION_FAILED, as in RabbitMQ.
     pub fn credit(&mut self, id: u8, credit: u16) -> Result<(), Error> {
         let sub = self
             .subscriptions
@@ -284,6 +379,11 @@ impl Session {
         if credit > 0 {
             sub.credit.add_permits(credit as usize);
         }
+        if sub.sac.is_some() && !sub.is_delivering() {
+            return Err(Error::PreconditionFailed(
+                "single active consumer is not active".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -292,7 +392,7 @@ impl Session {
             .subscriptions
             .remove(&id)
             .ok_or(Error::SubscriptionIdDoesNotExist(id))?;
-        stop(sub);
+        self.stop(id, sub);
         Ok(())
     }
 
@@ -347,18 +447,22 @@ impl Session {
             .collect();
         for id in gone {
             if let Some(sub) = self.subscriptions.remove(&id) {
-                stop(sub);
+                self.stop(id, sub);
             }
         }
         self.watched.remove(stream)
     }
 }
 
-fn stop(sub: Subscription) {
-    sub.credit.close();
-    if let Some(task) = sub.task {
-        task.abort();
-    }
+fn seek_of(offset: OffsetSpec) -> Option<Seek> {
+    Some(match offset {
+        OffsetSpec::First => Seek::First,
+        OffsetSpec::Last => Seek::Last,
+        OffsetSpec::Next => Seek::Next,
+        OffsetSpec::Offset(o) => Seek::Offset(o),
+        OffsetSpec::Timestamp(t) => Seek::Timestamp(t),
+        OffsetSpec::None => return None,
+    })
 }
 
 fn unavailable(stream: &Stream) -> Error {
@@ -378,13 +482,30 @@ fn valid_entry(entry: &Entry<'_>) -> bool {
     }
 }
 
+impl Session {
+    /// Ends a subscription: stops its delivery and leaves its consumer group.
+    fn stop(&self, id: u8, sub: Subscription) {
+        sub.credit.close();
+        if let Some(task) = sub.task {
+            task.abort();
+        }
+        if let Some(name) = &sub.sac {
+            self.broker
+                .inner
+                .sac
+                .unregister(&sub.stream.name, name, self.id, id);
+        }
+    }
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
         for p in self.publishers.values() {
             p.alive.store(false, Ordering::Release);
         }
-        for (_, sub) in self.subscriptions.drain() {
-            stop(sub);
+        let subscriptions: Vec<_> = self.subscriptions.drain().collect();
+        for (id, sub) in subscriptions {
+            self.stop(id, sub);
         }
         for name in &self.watched {
             if let Ok(stream) = self.broker.stream(name) {

@@ -17,6 +17,7 @@ use brook_protocol::{Publish, ResponseCode};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
 
 use crate::args::StreamArgs;
+use crate::bloom::BloomBuilder;
 use crate::{Durability, Outgoing, OutgoingSender};
 
 /// A chunk holds at most this many entries (the header field is a `u16`).
@@ -101,6 +102,8 @@ impl Stream {
 #[derive(Debug, Clone)]
 pub(crate) struct WriterConfig {
     pub durability: Durability,
+    /// Bloom filter size of this stream's chunks (`stream-filter-size-bytes`).
+    pub filter_size: u8,
     pub max_chunk_bytes: usize,
     pub retention_check_interval: Duration,
 }
@@ -152,6 +155,7 @@ struct ChunkBuilder {
     records: u32,
     /// Publisher reference → last publishing id in this chunk (goes into the trailer).
     sequences: Vec<(Arc<str>, u64)>,
+    bloom: BloomBuilder,
 }
 
 impl ChunkBuilder {
@@ -185,6 +189,7 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn new(log: Log, config: WriterConfig, committed: watch::Sender<u64>) -> Self {
+        let bloom = BloomBuilder::new(config.filter_size);
         Self {
             log,
             config,
@@ -194,6 +199,7 @@ impl Writer {
                 entries: 0,
                 records: 0,
                 sequences: Vec::new(),
+                bloom,
             },
             confirms: Confirms::default(),
             uncommitted: false,
@@ -279,6 +285,7 @@ impl Writer {
                         self.append_chunk();
                     }
                     self.chunk.data.extend_from_slice(entry.raw);
+                    self.chunk.bloom.insert(entry.filter_value);
                     self.chunk.entries += 1;
                     self.chunk.records += match entry.entry {
                         Entry::Simple(_) => 1,
@@ -323,9 +330,10 @@ impl Writer {
             data: &self.chunk.data,
             num_entries: self.chunk.entries as u16,
             num_records: self.chunk.records,
-            bloom: &[],
+            bloom: self.chunk.bloom.bytes(),
             sequences: &sequences,
         });
+        self.chunk.bloom.clear();
         self.chunk.data.clear();
         self.chunk.entries = 0;
         self.chunk.records = 0;

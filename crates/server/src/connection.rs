@@ -6,6 +6,7 @@
 //! order (Subscribe OK before the first Deliver, never a heartbeat inside a Deliver), and lets
 //! the writer put everything queued into one `write` call.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -13,11 +14,12 @@ use std::time::Duration;
 
 use brook_broker::{Broker, ControlEvent, Outgoing, Session};
 use brook_protocol::{
-    BrokerEndpoint, Close, CommandVersion, CreditResponse, DecodeError,
-    ExchangeCommandVersionsResponse, Frame, MetadataResponse, MetadataUpdate, PublishConfirm,
-    PublishError, PublishingError, QueryOffsetResponse, QueryPublisherSequenceResponse, Response,
-    ResponseCode, SaslAuthenticateResponse, StreamMetadata, StreamStatsResponse,
-    encode_deliver_prefix, frame_size, keys,
+    BrokerEndpoint, Close, CommandVersion, ConsumerUpdate, CreditResponse, DecodeError,
+    ExchangeCommandVersionsResponse, Frame, MetadataResponse, MetadataUpdate, PartitionsResponse,
+    PublishConfirm, PublishError, PublishingError, QueryOffsetResponse,
+    QueryPublisherSequenceResponse, Response, ResponseCode, RouteResponse,
+    SaslAuthenticateResponse, StreamMetadata, StreamStatsResponse, encode_deliver_prefix,
+    frame_size, keys,
 };
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -123,6 +125,8 @@ where
         session: None,
         frame_max: INITIAL_FRAME_MAX,
         heartbeat: 0,
+        consumer_updates: HashMap::new(),
+        next_correlation_id: 0,
         ctx,
         peer,
     };
@@ -148,6 +152,10 @@ struct Connection<R> {
     session: Option<Session>,
     frame_max: u32,
     heartbeat: u32,
+    /// ConsumerUpdate requests sent and not yet answered: correlation id → (subscription,
+    /// active).
+    consumer_updates: HashMap<u32, (u8, bool)>,
+    next_correlation_id: u32,
 }
 
 enum Input {
@@ -322,6 +330,26 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                     }));
                 }
             }
+            ControlEvent::ConsumerUpdate {
+                subscription_id,
+                active,
+            } => {
+                if self
+                    .session
+                    .as_mut()
+                    .is_some_and(|s| s.consumer_update(subscription_id, active))
+                {
+                    let correlation_id = self.next_correlation_id;
+                    self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
+                    self.consumer_updates
+                        .insert(correlation_id, (subscription_id, active));
+                    self.send(Frame::ConsumerUpdate(ConsumerUpdate {
+                        correlation_id,
+                        subscription_id,
+                        active,
+                    }));
+                }
+            }
         }
         Flow::Continue
     }
@@ -481,6 +509,41 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             }
             // A late answer to a Close we did not send, or a second one: nothing to do.
             Frame::CloseResponse(_) => return Flow::Continue,
+            // Never answered (the Rust client 0.11 waits for an answer, wrongly).
+            Frame::ConsumerUpdateResponse(r) => {
+                if let Some((id, active)) = self.consumer_updates.remove(&r.correlation_id) {
+                    session.consumer_update_answered(id, active, r.offset);
+                }
+                return Flow::Continue;
+            }
+            Frame::CreateSuperStream(c) => {
+                let r = self
+                    .ctx
+                    .broker
+                    .create_super_stream(&c.name, &c.partitions, &c.binding_keys, &c.arguments)
+                    .await;
+                Frame::CreateSuperStreamResponse(ok_or(c.correlation_id, r))
+            }
+            Frame::DeleteSuperStream(c) => {
+                let r = self.ctx.broker.delete_super_stream(&c.name).await;
+                Frame::DeleteSuperStreamResponse(ok_or(c.correlation_id, r))
+            }
+            Frame::Route(c) => {
+                let r = self.ctx.broker.route(&c.super_stream, &c.routing_key);
+                Frame::RouteResponse(RouteResponse {
+                    correlation_id: c.correlation_id,
+                    code: r.as_ref().err().map_or(ResponseCode::OK, |e| e.code()),
+                    streams: r.unwrap_or_default(),
+                })
+            }
+            Frame::Partitions(c) => {
+                let r = self.ctx.broker.super_stream(&c.super_stream);
+                Frame::PartitionsResponse(PartitionsResponse {
+                    correlation_id: c.correlation_id,
+                    code: r.as_ref().err().map_or(ResponseCode::OK, |e| e.code()),
+                    streams: r.map(|ss| ss.partitions).unwrap_or_default(),
+                })
+            }
             other => {
                 tracing::info!(peer = %self.peer, key = other.key(), "command not valid here");
                 return Flow::ServerClose(ResponseCode::UNKNOWN_FRAME, "unknown frame");
@@ -534,29 +597,34 @@ impl<R: AsyncRead + Unpin> Connection<R> {
 /// What ExchangeCommandVersions answers, in RabbitMQ's order: rstream reads the list by
 /// position (`key - 1`), so DeclarePublisher comes first and Publish second. Only implemented
 /// commands are listed.
+/// Publish 1–2 tells clients that filtering works.
 fn supported_commands() -> Vec<CommandVersion> {
     [
-        keys::DECLARE_PUBLISHER,
-        keys::PUBLISH,
-        keys::QUERY_PUBLISHER_SEQUENCE,
-        keys::DELETE_PUBLISHER,
-        keys::SUBSCRIBE,
-        keys::CREDIT,
-        keys::STORE_OFFSET,
-        keys::QUERY_OFFSET,
-        keys::UNSUBSCRIBE,
-        keys::CREATE,
-        keys::DELETE,
-        keys::METADATA,
-        keys::CLOSE,
-        keys::HEARTBEAT,
-        keys::STREAM_STATS,
+        (keys::DECLARE_PUBLISHER, 1),
+        (keys::PUBLISH, 2),
+        (keys::QUERY_PUBLISHER_SEQUENCE, 1),
+        (keys::DELETE_PUBLISHER, 1),
+        (keys::SUBSCRIBE, 1),
+        (keys::CREDIT, 1),
+        (keys::STORE_OFFSET, 1),
+        (keys::QUERY_OFFSET, 1),
+        (keys::UNSUBSCRIBE, 1),
+        (keys::CREATE, 1),
+        (keys::DELETE, 1),
+        (keys::METADATA, 1),
+        (keys::CLOSE, 1),
+        (keys::HEARTBEAT, 1),
+        (keys::ROUTE, 1),
+        (keys::PARTITIONS, 1),
+        (keys::STREAM_STATS, 1),
+        (keys::CREATE_SUPER_STREAM, 1),
+        (keys::DELETE_SUPER_STREAM, 1),
     ]
     .into_iter()
-    .map(|key| CommandVersion {
+    .map(|(key, max_version)| CommandVersion {
         key,
         min_version: 1,
-        max_version: 1,
+        max_version,
     })
     .collect()
 }
