@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use brook_broker::{Broker, BrokerConfig, Durability};
-use brook_server::{Server, ServerConfig, User};
+use brook_server::{Server, ServerConfig, TlsConfig, User};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -56,6 +56,38 @@ struct ServeArgs {
     /// Heartbeat interval proposed to clients, in seconds (0 disables).
     #[arg(long, env = "BROOK_HEARTBEAT", default_value_t = 60)]
     heartbeat: u32,
+    /// Address of the management HTTP API.
+    #[arg(long, env = "BROOK_HTTP_LISTEN", default_value = "0.0.0.0:15672")]
+    http_listen: SocketAddr,
+    /// Do not start the management HTTP API.
+    #[arg(long, env = "BROOK_NO_HTTP")]
+    no_http: bool,
+    /// PEM certificate chain of the TLS listener (with --tls-key, enables TLS).
+    #[arg(long, env = "BROOK_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of the TLS listener.
+    #[arg(long, env = "BROOK_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Address of the TLS stream listener.
+    #[arg(long, env = "BROOK_TLS_LISTEN", default_value = "0.0.0.0:5551")]
+    tls_listen: SocketAddr,
+    /// Port advertised on TLS connections [default: the TLS listener's port].
+    #[arg(long, env = "BROOK_ADVERTISED_TLS_PORT")]
+    advertised_tls_port: Option<u16>,
+    /// PEM CA certificates for client certificates: clients are asked for one and it must
+    /// verify.
+    #[arg(long, env = "BROOK_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+    /// Refuse TLS clients that present no certificate.
+    #[arg(
+        long,
+        env = "BROOK_TLS_REQUIRE_CLIENT_CERT",
+        requires = "tls_client_ca"
+    )]
+    tls_require_client_cert: bool,
+    /// Offer SASL EXTERNAL on TLS: the client certificate's CN names the user.
+    #[arg(long, env = "BROOK_TLS_EXTERNAL_AUTH", requires = "tls_client_ca")]
+    tls_external_auth: bool,
 }
 
 fn parse_user(s: &str) -> Result<User, String> {
@@ -119,20 +151,38 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     broker_config.durability = args.durability;
     let broker = Broker::open(broker_config)
         .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsConfig {
+            listen: args.tls_listen,
+            cert,
+            key,
+            client_ca: args.tls_client_ca,
+            require_client_cert: args.tls_require_client_cert,
+            external_auth: args.tls_external_auth,
+            advertised_port: args.advertised_tls_port,
+        }),
+        _ => None,
+    };
     let mut config = ServerConfig {
         listen: args.listen,
         advertised_host: args.advertised_host,
         advertised_port: args.advertised_port,
         anonymous_user: args.anonymous_user,
         heartbeat: args.heartbeat,
+        tls,
+        http_listen: (!args.no_http).then_some(args.http_listen),
         ..ServerConfig::default()
     };
     if !args.users.is_empty() {
         config.users = args.users;
     }
-    let server = Server::bind(config, broker.clone())
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+    let server = Server::bind(config, broker.clone()).await?;
+    if let Some(addr) = server.tls_addr() {
+        tracing::info!(%addr, "TLS listener");
+    }
+    if let Some(addr) = server.http_addr() {
+        tracing::info!(%addr, "management API");
+    }
     tracing::info!(
         addr = %server.local_addr()?,
         data_dir = %args.data_dir.display(),

@@ -31,6 +31,8 @@ fn start(data_dir: &std::path::Path, durability: &str) -> Brook {
         .args([
             "--listen",
             "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
             "--advertised-host",
             "127.0.0.1",
             "--durability",

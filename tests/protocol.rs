@@ -699,3 +699,38 @@ fn now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+/// Duplicates within one Publish are confirmed, in a frame after the written ids: never the
+/// same id twice in one PublishConfirm (the Rust client 0.11 loses the rest of such a frame).
+#[tokio::test]
+async fn duplicates_are_confirmed_in_their_own_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let mut c = Raw::open(broker.addr).await;
+    assert_eq!(c.create("d", &[]).await, ResponseCode::OK);
+    c.request(Frame::DeclarePublisher(DeclarePublisher {
+        correlation_id: 1,
+        publisher_id: 3,
+        reference: "p".into(),
+        stream: "d".into(),
+    }))
+    .await;
+    let mut b = PublishBuilder::new(3);
+    for id in [0, 0, 1, 1] {
+        b.message(id, b"x");
+    }
+    c.send(Frame::Publish(b.build())).await;
+    let confirm = |ids: Vec<u64>| {
+        Frame::PublishConfirm(PublishConfirm {
+            publisher_id: 3,
+            publishing_ids: ids,
+        })
+    };
+    assert_eq!(c.recv().await.unwrap(), confirm(vec![0, 1]));
+    assert_eq!(c.recv().await.unwrap(), confirm(vec![0, 1]));
+    assert_eq!(
+        broker.broker.stream_stats("d").unwrap().next_offset,
+        2,
+        "two messages stored"
+    );
+}

@@ -14,6 +14,8 @@ use tokio::task::JoinHandle;
 
 pub struct TestBroker {
     pub addr: SocketAddr,
+    pub tls_addr: Option<SocketAddr>,
+    pub http_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub broker: Broker,
     stop: Option<oneshot::Sender<()>>,
@@ -41,6 +43,7 @@ impl TestBroker {
         let broker = Broker::open(config).unwrap();
         let server = Server::bind(server_config, broker.clone()).await.unwrap();
         let addr = server.local_addr().unwrap();
+        let (tls_addr, http_addr) = (server.tls_addr(), server.http_addr());
         let (stop, stopped) = oneshot::channel();
         let shutdown_broker = broker.clone();
         let task = tokio::spawn(async move {
@@ -53,6 +56,8 @@ impl TestBroker {
         });
         TestBroker {
             addr,
+            tls_addr,
+            http_addr,
             data_dir,
             broker,
             stop: Some(stop),

@@ -108,22 +108,36 @@ pub(crate) struct WriterConfig {
     pub retention_check_interval: Duration,
 }
 
+type ConfirmGroups = Vec<(ConfirmTarget, Vec<u64>)>;
+
 /// Confirms waiting for their chunk to be committed, grouped per publisher in write order.
+/// Duplicates are confirmed in frames of their own, after the written ids, as RabbitMQ does:
+/// a frame listing one id twice makes the Rust client 0.11 drop the rest of the frame.
 #[derive(Default)]
 struct Confirms {
-    groups: Vec<(ConfirmTarget, Vec<u64>)>,
+    groups: ConfirmGroups,
+    duplicates: ConfirmGroups,
+}
+
+fn add_to(groups: &mut ConfirmGroups, target: &ConfirmTarget, id: u64) {
+    match groups.last_mut() {
+        Some((t, ids)) if Arc::ptr_eq(&t.alive, &target.alive) => ids.push(id),
+        _ => groups.push((target.clone(), vec![id])),
+    }
 }
 
 impl Confirms {
     fn add(&mut self, target: &ConfirmTarget, id: u64) {
-        match self.groups.last_mut() {
-            Some((t, ids)) if Arc::ptr_eq(&t.alive, &target.alive) => ids.push(id),
-            _ => self.groups.push((target.clone(), vec![id])),
-        }
+        add_to(&mut self.groups, target, id);
+    }
+
+    fn add_duplicate(&mut self, target: &ConfirmTarget, id: u64) {
+        add_to(&mut self.duplicates, target, id);
     }
 
     fn send(&mut self) {
-        for (target, ids) in self.groups.drain(..) {
+        let duplicates = std::mem::take(&mut self.duplicates);
+        for (target, ids) in self.groups.drain(..).chain(duplicates) {
             if target.alive.load(Ordering::Acquire) {
                 let _ = target.outgoing.send(Outgoing::Confirm {
                     publisher_id: target.publisher_id,
@@ -135,7 +149,8 @@ impl Confirms {
     }
 
     fn fail(&mut self, code: ResponseCode) {
-        for (target, ids) in self.groups.drain(..) {
+        let duplicates = std::mem::take(&mut self.duplicates);
+        for (target, ids) in self.groups.drain(..).chain(duplicates) {
             let _ = target.outgoing.send(Outgoing::PublishError {
                 publisher_id: target.publisher_id,
                 errors: ids.into_iter().map(|id| (id, code)).collect(),
@@ -144,7 +159,7 @@ impl Confirms {
     }
 
     fn is_empty(&self) -> bool {
-        self.groups.is_empty()
+        self.groups.is_empty() && self.duplicates.is_empty()
     }
 }
 
@@ -231,7 +246,7 @@ impl Writer {
                                 return;
                             }
                             WriterCmd::Delete { reply } => {
-                                self.confirms.groups.clear();
+                                self.confirms = Confirms::default();
                                 if let Err(e) = self.log.delete() {
                                     tracing::error!(stream = %name, "deleting the log: {e}");
                                 }
@@ -275,7 +290,7 @@ impl Writer {
                             .or_else(|| self.log.tracking().sequence(reference));
                         if last.is_some_and(|last| entry.publishing_id <= last) {
                             // A duplicate: not written, confirmed with this batch.
-                            self.confirms.add(&target, entry.publishing_id);
+                            self.confirms.add_duplicate(&target, entry.publishing_id);
                             continue;
                         }
                     }

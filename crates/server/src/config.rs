@@ -1,6 +1,7 @@
 //! Server settings.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A user that can log in with SASL PLAIN.
@@ -36,6 +37,29 @@ pub struct ServerConfig {
     /// filtering, super streams, Deliver v2), so it names the RabbitMQ release whose protocol
     /// brook implements, not brook's own version.
     pub protocol_version: String,
+    /// The TLS listener, if any.
+    pub tls: Option<TlsConfig>,
+    /// The management HTTP API listener, if any.
+    pub http_listen: Option<SocketAddr>,
+}
+
+/// The TLS stream listener (RabbitMQ's `stream.listeners.ssl`).
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Default `0.0.0.0:5551`.
+    pub listen: SocketAddr,
+    /// PEM certificate chain and private key of the server.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// PEM CA certificates to verify client certificates with. When set, clients are asked for
+    /// a certificate; one that does not verify is refused.
+    pub client_ca: Option<PathBuf>,
+    /// Refuse clients without a certificate (RabbitMQ's `fail_if_no_peer_cert`).
+    pub require_client_cert: bool,
+    /// Offer SASL EXTERNAL: the client certificate's CN names the user.
+    pub external_auth: bool,
+    /// Port advertised on TLS connections; the TLS listener's port when `None`.
+    pub advertised_port: Option<u16>,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +80,8 @@ impl Default for ServerConfig {
             negotiation_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(10),
             protocol_version: "4.2.0".into(),
+            tls: None,
+            http_listen: None,
         }
     }
 }

@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::config::ServerConfig;
 use crate::handshake::{Action, Handshake, authenticate};
+use crate::registry::{Connections, Registration};
 
 /// RabbitMQ 4.3.5 caps frames before Open at 8 KiB: enough for any handshake (a JWT as PLAIN
 /// password included), small enough that unauthenticated peers cannot make us buffer much.
@@ -40,6 +41,9 @@ pub(crate) struct Context {
     pub broker: Broker,
     pub config: ServerConfig,
     pub advertised_port: u16,
+    pub connections: Arc<Connections>,
+    /// Whether this listener is the TLS one.
+    pub tls: bool,
 }
 
 /// What the request loop tells the writer, besides frames.
@@ -64,6 +68,8 @@ enum ConnError {
     BadFrame(DecodeError),
     #[error("frame of {0} bytes over the limit before open")]
     TooLarge(u32),
+    #[error("closed through the management API")]
+    ClosedByOperator,
 }
 
 enum Read {
@@ -102,9 +108,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
-/// Runs one connection to its end.
-pub(crate) async fn serve<R, W>(rd: R, wr: W, peer: SocketAddr, ctx: Arc<Context>)
-where
+/// Runs one connection to its end. `identity` is the verified TLS client certificate's
+/// common name, for SASL EXTERNAL.
+pub(crate) async fn serve<R, W>(
+    rd: R,
+    wr: W,
+    peer: SocketAddr,
+    local: SocketAddr,
+    identity: Option<String>,
+    ctx: Arc<Context>,
+) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
@@ -112,8 +125,10 @@ where
     let settings = Arc::new(WriterSettings::default());
     let writer = tokio::spawn(write_loop(wr, out_rx, settings.clone()));
     let (control, control_rx) = mpsc::unbounded_channel();
+    let (registration, killed) = ctx.connections.register(peer, local, ctx.tls);
     let mut conn = Connection {
-        handshake: Handshake::new(peer.ip(), ctx.advertised_port),
+        handshake: Handshake::new(peer.ip(), ctx.advertised_port, identity),
+        registration,
         reader: FrameReader {
             io: rd,
             buf: BytesMut::with_capacity(64 * 1024),
@@ -130,7 +145,12 @@ where
         ctx,
         peer,
     };
-    match conn.run().await {
+    let result = tokio::select! {
+        result = conn.run() => result,
+        // Force-closed by the management API: no Close frame, just the socket.
+        _ = killed => Err(ConnError::ClosedByOperator),
+    };
+    match result {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
         Err(e) => tracing::info!(%peer, "connection closed: {e}"),
     }
@@ -144,6 +164,7 @@ struct Connection<R> {
     ctx: Arc<Context>,
     peer: SocketAddr,
     handshake: Handshake,
+    registration: Registration,
     reader: FrameReader<R>,
     out: mpsc::UnboundedSender<Outgoing>,
     settings: Arc<WriterSettings>,
@@ -213,7 +234,17 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                 }
             };
             let frame = Frame::decode(bytes).map_err(ConnError::BadFrame)?;
-            for action in self.handshake.handle(frame, &self.ctx.config) {
+            let actions = self.handshake.handle(frame, &self.ctx.config);
+            // The management API lists half-open connections too, with what is known so far.
+            let (user, properties) = (
+                self.handshake.user.clone(),
+                self.handshake.client_properties.iter().cloned().collect(),
+            );
+            self.registration.update(|info| {
+                info.user = user;
+                info.client_properties = properties;
+            });
+            for action in actions {
                 match action {
                     Action::Send(f) => self.send(f),
                     Action::FailAndClose(f, delay) => {
@@ -236,6 +267,8 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                             .store(heartbeat, Ordering::Relaxed);
                     }
                     Action::Opened => {
+                        let vhost = self.handshake.vhost.clone();
+                        self.registration.update(|info| info.vhost = Some(vhost));
                         let session = self
                             .ctx
                             .broker
@@ -476,6 +509,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                     &a.mechanism,
                     a.data.as_deref(),
                     self.peer.ip(),
+                    self.handshake.identity.as_deref(),
                     &self.ctx.config,
                 );
                 let code = match result {

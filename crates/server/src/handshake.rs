@@ -53,11 +53,14 @@ pub(crate) struct Handshake {
     pub vhost: String,
     peer: IpAddr,
     advertised_port: u16,
+    /// Common name of the verified TLS client certificate (SASL EXTERNAL).
+    pub identity: Option<String>,
 }
 
 impl Handshake {
-    pub(crate) fn new(peer: IpAddr, advertised_port: u16) -> Self {
+    pub(crate) fn new(peer: IpAddr, advertised_port: u16, identity: Option<String>) -> Self {
         Self {
+            identity,
             stage: Stage::PeerProperties,
             client_properties: Vec::new(),
             user: None,
@@ -92,7 +95,7 @@ impl Handshake {
                     SaslHandshakeResponse {
                         correlation_id: h.correlation_id,
                         code: ResponseCode::OK,
-                        mechanisms: mechanisms(config),
+                        mechanisms: mechanisms(config, self.identity.is_some()),
                     },
                 ))]
             }
@@ -104,7 +107,8 @@ impl Handshake {
                         challenge: None,
                     })
                 };
-                match authenticate(&a.mechanism, a.data.as_deref(), self.peer, config) {
+                let identity = self.identity.as_deref();
+                match authenticate(&a.mechanism, a.data.as_deref(), self.peer, identity, config) {
                     Ok(user) => {
                         self.user = Some(user);
                         self.mechanism = Some(a.mechanism.clone());
@@ -191,10 +195,13 @@ fn server_properties(config: &ServerConfig) -> Properties {
     ]
 }
 
-fn mechanisms(config: &ServerConfig) -> Vec<String> {
+fn mechanisms(config: &ServerConfig, has_identity: bool) -> Vec<String> {
     let mut m = vec!["PLAIN".to_owned()];
     if config.anonymous_user.is_some() {
         m.push("ANONYMOUS".into());
+    }
+    if has_identity && config.tls.as_ref().is_some_and(|t| t.external_auth) {
+        m.push("EXTERNAL".into());
     }
     m
 }
@@ -204,6 +211,7 @@ pub(crate) fn authenticate(
     mechanism: &str,
     data: Option<&[u8]>,
     peer: IpAddr,
+    identity: Option<&str>,
     config: &ServerConfig,
 ) -> Result<String, ResponseCode> {
     let user = match mechanism {
@@ -233,6 +241,15 @@ pub(crate) fn authenticate(
             .anonymous_user
             .clone()
             .ok_or(ResponseCode::SASL_MECHANISM_NOT_SUPPORTED)?,
+        // The user named by the client certificate's CN, which must be a known user (as with
+        // RabbitMQ's rabbitmq_auth_mechanism_ssl); no password is involved.
+        "EXTERNAL" if config.tls.as_ref().is_some_and(|t| t.external_auth) => {
+            let user = identity.ok_or(ResponseCode::SASL_MECHANISM_NOT_SUPPORTED)?;
+            if !config.users.iter().any(|u| u.name == user) {
+                return Err(ResponseCode::AUTHENTICATION_FAILURE);
+            }
+            user.to_owned()
+        }
         _ => return Err(ResponseCode::SASL_MECHANISM_NOT_SUPPORTED),
     };
     if !peer.is_loopback() && config.loopback_users.contains(&user) {
@@ -286,7 +303,7 @@ mod tests {
     #[test]
     fn happy_path_with_open_before_tune() {
         let config = ServerConfig::default();
-        let mut h = Handshake::new(local(), 5552);
+        let mut h = Handshake::new(local(), 5552, None);
         to_auth(&mut h, &config);
         let a = h.handle(plain("guest", "guest"), &config);
         let sent = sends(&a);
@@ -307,7 +324,7 @@ mod tests {
     #[test]
     fn tune_negotiation() {
         let config = ServerConfig::default();
-        let mut h = Handshake::new(local(), 5552);
+        let mut h = Handshake::new(local(), 5552, None);
         to_auth(&mut h, &config);
         h.handle(plain("guest", "guest"), &config);
         let a = h.handle(
@@ -329,7 +346,7 @@ mod tests {
     #[test]
     fn failures() {
         let config = ServerConfig::default();
-        let mut h = Handshake::new(local(), 5552);
+        let mut h = Handshake::new(local(), 5552, None);
         to_auth(&mut h, &config);
         let a = h.handle(plain("guest", "nope"), &config);
         assert!(
@@ -337,7 +354,7 @@ mod tests {
             if r.code == ResponseCode::AUTHENTICATION_FAILURE)
         );
 
-        let mut h = Handshake::new(local(), 5552);
+        let mut h = Handshake::new(local(), 5552, None);
         to_auth(&mut h, &config);
         let a = h.handle(
             Frame::SaslAuthenticate(SaslAuthenticate {
@@ -353,7 +370,7 @@ mod tests {
         );
 
         // guest from a remote address.
-        let mut h = Handshake::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 5552);
+        let mut h = Handshake::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 5552, None);
         to_auth(&mut h, &config);
         let a = h.handle(plain("guest", "guest"), &config);
         assert!(
@@ -363,11 +380,11 @@ mod tests {
 
         // Malformed PLAIN data.
         assert_eq!(
-            authenticate("PLAIN", Some(b"guest\0guest"), local(), &config),
+            authenticate("PLAIN", Some(b"guest\0guest"), local(), None, &config),
             Err(ResponseCode::SASL_ERROR)
         );
         // Out of order: SaslAuthenticate first.
-        let mut h = Handshake::new(local(), 5552);
+        let mut h = Handshake::new(local(), 5552, None);
         assert!(matches!(
             h.handle(plain("guest", "guest"), &config)[0],
             Action::Drop(_)

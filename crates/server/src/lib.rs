@@ -1,9 +1,13 @@
-//! brook's network edge: TCP listeners and one task per connection driving the protocol state
-//! machine. All stream semantics live in `brook-broker`; this crate only moves frames.
+//! brook's network edge: the stream protocol listeners (plain TCP and TLS), one task per
+//! connection driving the protocol state machine, and the management HTTP API. All stream
+//! semantics live in `brook-broker`; this crate only moves frames.
 
 mod config;
 mod connection;
 mod handshake;
+mod http;
+mod registry;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,59 +17,197 @@ use brook_broker::Broker;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-pub use config::{ServerConfig, User};
+pub use config::{ServerConfig, TlsConfig, User};
 use connection::Context;
+pub use registry::{ConnectionInfo, Connections};
+pub use tls::TlsError;
 
-/// A bound listener, ready to serve.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+struct Listener {
+    tcp: TcpListener,
+    ctx: Arc<Context>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("addr", &self.tcp.local_addr().ok())
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// Bound listeners, ready to serve.
 #[derive(Debug)]
 pub struct Server {
-    listener: TcpListener,
-    ctx: Arc<Context>,
+    plain: Listener,
+    tls: Option<Listener>,
+    http: Option<(TcpListener, Arc<http::HttpState>)>,
+    connections: Arc<Connections>,
+}
+
+async fn listen(addr: SocketAddr) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| BindError::Listen { addr, source })
 }
 
 impl Server {
-    /// Binds the listener. Port 0 picks a free port; the advertised port defaults to the bound
-    /// one.
-    pub async fn bind(config: ServerConfig, broker: Broker) -> std::io::Result<Server> {
-        let listener = TcpListener::bind(config.listen).await?;
-        let port = listener.local_addr()?.port();
-        let advertised_port = config.advertised_port.unwrap_or(port);
+    /// Binds every configured listener. Port 0 picks a free port; advertised ports default to
+    /// the bound ones.
+    pub async fn bind(config: ServerConfig, broker: Broker) -> Result<Server, BindError> {
+        let connections = Arc::new(Connections::default());
+        let context = |port: u16, tls: bool| {
+            Arc::new(Context {
+                broker: broker.clone(),
+                config: config.clone(),
+                advertised_port: port,
+                connections: connections.clone(),
+                tls,
+            })
+        };
+        let tcp = listen(config.listen).await?;
+        let port = local_port(&tcp);
+        let plain = Listener {
+            ctx: context(config.advertised_port.unwrap_or(port), false),
+            tcp,
+            tls: None,
+        };
+        let tls = match &config.tls {
+            None => None,
+            Some(t) => {
+                let acceptor = tls::acceptor(t)?;
+                let tcp = listen(t.listen).await?;
+                let port = t.advertised_port.unwrap_or(local_port(&tcp));
+                Some(Listener {
+                    ctx: context(port, true),
+                    tcp,
+                    tls: Some(acceptor),
+                })
+            }
+        };
+        let http = match config.http_listen {
+            None => None,
+            Some(addr) => Some((
+                listen(addr).await?,
+                Arc::new(http::HttpState {
+                    config: config.clone(),
+                    connections: connections.clone(),
+                }),
+            )),
+        };
         Ok(Server {
-            listener,
-            ctx: Arc::new(Context {
-                broker,
-                config,
-                advertised_port,
-            }),
+            plain,
+            tls,
+            http,
+            connections,
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.plain.tcp.local_addr()
     }
 
-    /// Accepts connections until `shutdown` completes, then drops every connection.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
-        let mut connections = JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok((socket, peer)) => {
-                        let _ = socket.set_nodelay(true);
-                        let (rd, wr) = socket.into_split();
-                        connections.spawn(connection::serve(rd, wr, peer, self.ctx.clone()));
-                    }
-                    Err(e) => {
-                        // Out of file descriptors and the like: keep serving the others.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    }
-                },
-                Some(_) = connections.join_next() => {}
-                () = &mut shutdown => break,
-            }
-        }
-        connections.shutdown().await;
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|l| l.tcp.local_addr().ok())
     }
+
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    pub fn connections(&self) -> Arc<Connections> {
+        self.connections.clone()
+    }
+
+    /// Serves until `shutdown` completes, then drops every connection.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let mut tasks = JoinSet::new();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut listeners = vec![self.plain];
+        listeners.extend(self.tls);
+        for listener in listeners {
+            tasks.spawn(accept_loop(listener, stop_rx.clone()));
+        }
+        if let Some((tcp, state)) = self.http {
+            let mut stop = stop_rx.clone();
+            let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
+            tasks.spawn(async move {
+                let served = axum::serve(tcp, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.changed().await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!("management API: {e}");
+                }
+            });
+        }
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+fn local_port(tcp: &TcpListener) -> u16 {
+    tcp.local_addr().map_or(0, |a| a.port())
+}
+
+async fn accept_loop(listener: Listener, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.tcp.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    let local = socket.local_addr().unwrap_or(peer);
+                    let ctx = listener.ctx.clone();
+                    match &listener.tls {
+                        None => {
+                            let (rd, wr) = socket.into_split();
+                            connections.spawn(connection::serve(rd, wr, peer, local, None, ctx));
+                        }
+                        Some(acceptor) => {
+                            let acceptor = acceptor.clone();
+                            connections.spawn(async move {
+                                match acceptor.accept(socket).await {
+                                    Ok(stream) => {
+                                        let identity = stream
+                                            .get_ref()
+                                            .1
+                                            .peer_certificates()
+                                            .and_then(|c| c.first())
+                                            .and_then(tls::common_name);
+                                        let (rd, wr) = tokio::io::split(stream);
+                                        connection::serve(rd, wr, peer, local, identity, ctx).await;
+                                    }
+                                    Err(e) => tracing::info!(%peer, "TLS handshake failed: {e}"),
+                                }
+                            });
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving the others.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next() => {}
+            _ = stop.changed() => break,
+        }
+    }
+    connections.shutdown().await;
 }
