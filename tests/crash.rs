@@ -53,7 +53,7 @@ fn start(data_dir: &std::path::Path, durability: &str) -> Brook {
         let Some(Ok(line)) = lines.next() else {
             panic!("brook exited before listening:\n{}", seen.join("\n"));
         };
-        if let Some(rest) = line.split(" addr=").nth(1) {
+        if let Some(rest) = line.split(" listening addr=").nth(1) {
             break rest.split_whitespace().next().unwrap().parse().unwrap();
         }
         seen.push(line);
