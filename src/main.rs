@@ -27,6 +27,11 @@ struct Cli {
 enum Command {
     /// Run the broker (the default).
     Serve(ServeArgs),
+    /// Measure a broker (brook or RabbitMQ): publish, consume, end-to-end, offset tracking.
+    Bench {
+        #[command(subcommand)]
+        scenario: brook_bench::Scenario,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -132,15 +137,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let args = match cli.command {
-        Some(Command::Serve(args)) => args,
-        None => cli.serve,
-    };
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the runtime")?
-        .block_on(serve(args))
+        .context("starting the runtime")?;
+    match cli.command {
+        Some(Command::Serve(args)) => runtime.block_on(serve(args)),
+        None => runtime.block_on(serve(cli.serve)),
+        Some(Command::Bench { scenario }) => runtime.block_on(bench(scenario)),
+    }
+}
+
+async fn bench(scenario: brook_bench::Scenario) -> anyhow::Result<()> {
+    let json = scenario.common().json;
+    let addr = scenario.common().addr;
+    let report = brook_bench::run(scenario)
+        .await
+        .with_context(|| format!("benchmarking {addr}"))?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", report.summary());
+    }
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

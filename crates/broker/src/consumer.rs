@@ -11,7 +11,7 @@ use crate::stream::Stream;
 use crate::{Outgoing, OutgoingSender};
 
 /// How much a subscription reads ahead of its credit.
-const READ_AHEAD_BYTES: usize = 1 << 20;
+const READ_AHEAD_BYTES: usize = 256 << 10;
 
 #[derive(Debug)]
 pub(crate) struct Delivery {

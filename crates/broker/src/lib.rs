@@ -64,7 +64,7 @@ impl BrokerConfig {
             durability: Durability::None,
             default_max_segment_bytes: 500_000_000,
             retention_check_interval: Duration::from_secs(60),
-            max_chunk_bytes: 1 << 20,
+            max_chunk_bytes: 256 << 10,
         }
     }
 }

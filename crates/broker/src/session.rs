@@ -19,9 +19,10 @@ use crate::{Broker, ControlEvent, Error, Outgoing, OutgoingSender};
 
 /// Publisher and consumer references are stored with a one-byte length.
 const MAX_REFERENCE_LEN: usize = 255;
-/// Entries a connection may have queued for writing before its socket stops being read
-/// (RabbitMQ: 50,000 publisher credits per connection). Clients only see TCP back-pressure.
-const PUBLISH_CREDITS: usize = 50_000;
+/// Bytes of Publish frames a connection may have queued for writing before its socket stops
+/// being read. RabbitMQ counts 50,000 entries; counting bytes bounds memory whatever the message
+/// size. Clients only see TCP back-pressure.
+const PUBLISH_BUFFER_BYTES: usize = 4 << 20;
 /// RabbitMQ 4.3.5's limit on a sub-entry batch's uncompressed size.
 const MAX_SUB_ENTRY_BATCH_BYTES: u32 = 64 << 20;
 
@@ -88,7 +89,7 @@ impl Session {
             outgoing,
             publishers: HashMap::new(),
             subscriptions: HashMap::new(),
-            publish_credits: Arc::new(Semaphore::new(PUBLISH_CREDITS)),
+            publish_credits: Arc::new(Semaphore::new(PUBLISH_BUFFER_BYTES)),
             watched: HashSet::new(),
         }
     }
@@ -187,7 +188,7 @@ impl Session {
         if take == 0 {
             return;
         }
-        let permits = take.min(PUBLISH_CREDITS) as u32;
+        let permits = publish.raw_entries().len().clamp(1, PUBLISH_BUFFER_BYTES) as u32;
         let permit = self
             .publish_credits
             .clone()

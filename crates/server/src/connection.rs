@@ -7,6 +7,7 @@
 //! the writer put everything queued into one `write` call.
 
 use std::collections::HashMap;
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -663,6 +664,72 @@ fn supported_commands() -> Vec<CommandVersion> {
     .collect()
 }
 
+/// What one `writev` will send: small frames encoded into a buffer, and stored chunk bytes
+/// referenced where they are (slices of the log reader's buffers), never copied.
+#[derive(Default)]
+struct Batch {
+    encoded: BytesMut,
+    parts: Vec<Bytes>,
+    len: usize,
+}
+
+/// Enough for any batch; Linux allows 1024 iovecs per writev.
+const MAX_PARTS: usize = 512;
+
+impl Batch {
+    fn seal(&mut self) {
+        if !self.encoded.is_empty() {
+            self.parts.push(self.encoded.split().freeze());
+        }
+    }
+
+    fn add(&mut self, item: Outgoing, deliver_v2: bool) {
+        if let Outgoing::Deliver {
+            subscription_id,
+            committed_chunk_id,
+            chunk,
+        } = item
+        {
+            let (head, data) = chunk.wire_parts();
+            let len = head.len() + data.as_ref().map_or(0, |d| d.len());
+            encode_deliver_prefix(
+                &mut self.encoded,
+                subscription_id,
+                deliver_v2.then_some(committed_chunk_id),
+                len,
+            );
+            self.seal();
+            self.parts.push(head);
+            self.parts.extend(data);
+            self.len += len;
+        } else {
+            let before = self.encoded.len();
+            encode(item, &mut self.encoded);
+            self.len += self.encoded.len() - before;
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.len >= WRITE_BATCH_BYTES || self.parts.len() >= MAX_PARTS
+    }
+
+    async fn write<W: AsyncWrite + Unpin>(&mut self, wr: &mut W) -> std::io::Result<()> {
+        self.seal();
+        let mut slices: Vec<IoSlice<'_>> = self.parts.iter().map(|p| IoSlice::new(p)).collect();
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            match wr.write_vectored(rest).await? {
+                0 => return Err(std::io::ErrorKind::WriteZero.into()),
+                n => IoSlice::advance_slices(&mut rest, n),
+            }
+        }
+        drop(slices);
+        self.parts.clear();
+        self.len = 0;
+        Ok(())
+    }
+}
+
 /// Drains the connection's queue into the socket: everything queued goes out in one write,
 /// and a heartbeat is sent when nothing was written for half the heartbeat interval.
 async fn write_loop<W: AsyncWrite + Unpin>(
@@ -670,7 +737,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     settings: Arc<WriterSettings>,
 ) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut batch = Batch::default();
     loop {
         let heartbeat = settings.heartbeat_secs.load(Ordering::Relaxed);
         let item = if heartbeat == 0 {
@@ -680,11 +747,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             match tokio::time::timeout(idle, rx.recv()).await {
                 Ok(item) => item,
                 Err(_) => {
-                    Frame::Heartbeat(brook_protocol::Heartbeat {}).encode(&mut buf);
-                    if wr.write_all(&buf).await.is_err() {
+                    batch.add(
+                        Outgoing::Frame(Frame::Heartbeat(brook_protocol::Heartbeat {})),
+                        false,
+                    );
+                    if batch.write(&mut wr).await.is_err() {
                         return;
                     }
-                    buf.clear();
                     continue;
                 }
             }
@@ -697,9 +766,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     close = true;
                     break;
                 }
-                other => encode(other, &mut buf, settings.deliver_v2.load(Ordering::Relaxed)),
+                other => batch.add(other, settings.deliver_v2.load(Ordering::Relaxed)),
             }
-            if buf.len() >= WRITE_BATCH_BYTES {
+            if batch.full() {
                 break;
             }
             match rx.try_recv() {
@@ -707,11 +776,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 Err(_) => break,
             }
         }
-        if !buf.is_empty() {
-            if wr.write_all(&buf).await.is_err() {
-                return;
-            }
-            buf.clear();
+        if batch.write(&mut wr).await.is_err() {
+            return;
         }
         if close {
             break;
@@ -721,7 +787,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let _ = wr.shutdown().await;
 }
 
-fn encode(item: Outgoing, buf: &mut BytesMut, deliver_v2: bool) {
+fn encode(item: Outgoing, buf: &mut BytesMut) {
     match item {
         Outgoing::Frame(f) => f.encode(buf),
         Outgoing::Confirm {
@@ -751,24 +817,7 @@ fn encode(item: Outgoing, buf: &mut BytesMut, deliver_v2: bool) {
                 .collect(),
         })
         .encode(buf),
-        Outgoing::Deliver {
-            subscription_id,
-            committed_chunk_id,
-            chunk,
-        } => {
-            let (head, data) = chunk.wire_parts();
-            let len = head.len() + data.as_ref().map_or(0, |d| d.len());
-            encode_deliver_prefix(
-                buf,
-                subscription_id,
-                deliver_v2.then_some(committed_chunk_id),
-                len,
-            );
-            buf.extend_from_slice(&head);
-            if let Some(data) = data {
-                buf.extend_from_slice(&data);
-            }
-        }
-        Outgoing::Close => {}
+        // Handled by `Batch::add`, which does not copy the chunk.
+        Outgoing::Deliver { .. } | Outgoing::Close => {}
     }
 }
