@@ -16,7 +16,10 @@ brook_port=${BROOK_STREAM_PORT:-5564}
 work=$(mktemp -d "${TMPDIR:-/tmp}/brook-compare.XXXXXX")
 rabbit_pid=
 brook_pid=
-export ERL_EPMD_PORT=${ERL_EPMD_PORT:-43690}
+# Erlang helpers the node may start (epmd outlives nodes); those that were not running before
+# are stopped at the end.
+erlang_helpers() { pgrep -x 'epmd|erl_child_setup|inet_gethost' 2>/dev/null | sort; }
+helpers_before=$(erlang_helpers || true)
 
 cleanup() {
     set +e
@@ -26,10 +29,9 @@ cleanup() {
         for _ in $(seq 50); do kill -0 "$rabbit_pid" 2>/dev/null || break; sleep 0.2; done
         kill -9 "$rabbit_pid" 2>/dev/null
     fi
-    # The node's epmd (private port) and Erlang helpers outlive the node otherwise.
-    epmd -port "$ERL_EPMD_PORT" -kill >/dev/null 2>&1
-    pkill -f "erl_child_setup.*" -P 1 >/dev/null 2>&1
-    pkill -f "inet_gethost" -P 1 >/dev/null 2>&1
+    for pid in $(comm -13 <(echo "$helpers_before") <(erlang_helpers)); do
+        kill "$pid" 2>/dev/null
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT INT TERM

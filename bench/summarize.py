@@ -55,3 +55,54 @@ for args, brokers in by.items():
         print(f"| `{args}` | {name} ({unit}) | {fmt(rv, unit)} | {fmt(bv, unit)} | {ratio} |")
 runs = max((len(v) for b in by.values() for v in b.values()), default=0)
 print(f"\nMedians of {runs} run(s) per broker and scenario, run alternately.")
+
+
+def pick(prefix, broker):
+    for args, brokers in by.items():
+        if args.startswith(prefix):
+            return brokers.get(broker, [])
+    return []
+
+
+def ratio(prefix, f):
+    r, b = med(pick(prefix, "rabbitmq"), f), med(pick(prefix, "brook"), f)
+    return (b / r) if r and b is not None else None
+
+
+def cpu_per_million(broker):
+    cpu = msgs = 0.0
+    for prefix in ("publish --messages 2000000", "consume --messages 2000000"):
+        c = med(pick(prefix, broker), lambda x: x.get("broker_cpu_seconds"))
+        m = med(pick(prefix, broker), lambda x: x["messages"])
+        if c is None or not m:
+            return None
+        cpu, msgs = cpu + c, msgs + m
+    return cpu / (msgs / 1e6)
+
+
+def peak_rss(broker):
+    vals = [r["result"].get("broker_peak_rss_bytes") or 0 for r in rows if r["broker_name"] == broker]
+    return max(vals) if vals else None
+
+
+def check(name, value, target, ok):
+    shown = "-" if value is None else f"{value:.3g}"
+    verdict = "-" if value is None else ("met" if ok(value) else "NOT met")
+    print(f"| {name} | {shown} | {target} | {verdict} |")
+
+
+p99 = lambda x: (x.get("latency_us") or {}).get("p99")
+rate = lambda x: x["msg_per_sec"]
+mbs = lambda x: x["mb_per_sec"]
+print("\n| target (issue #6) | measured | wanted | |")
+print("|---|---|---|---|")
+check("publish 12 B, throughput brook/RabbitMQ", ratio("publish --messages 2000000", rate), "≥ 3", lambda v: v >= 3)
+check("publish 12 B, p99 confirm latency brook/RabbitMQ", ratio("publish --messages 2000000", p99), "≤ 0.333", lambda v: v <= 1 / 3)
+check("consume 2 M from first, throughput brook/RabbitMQ", ratio("consume --messages 2000000", rate), "≥ 3", lambda v: v >= 3)
+check("e2e 50k msg/s, p99 latency brook/RabbitMQ", ratio("e2e", p99), "≤ 0.333", lambda v: v <= 1 / 3)
+cb, cr = cpu_per_million("brook"), cpu_per_million("rabbitmq")
+check("broker CPU s per M msgs published+consumed, brook/RabbitMQ", cb / cr if cb is not None and cr else None, "≤ 0.2", lambda v: v <= 0.2)
+rb, rr = peak_rss("brook"), peak_rss("rabbitmq")
+check("broker peak RSS over all runs, brook/RabbitMQ", rb / rr if rb and rr else None, "≤ 0.1", lambda v: v <= 0.1)
+check("publish 1 KiB, brook MB/s", med(pick("publish --messages 300000", "brook"), mbs), "≥ 300", lambda v: v >= 300)
+check("consume 1 KiB, brook MB/s", med(pick("consume --messages 300000", "brook"), mbs), "≥ 1000", lambda v: v >= 1000)

@@ -26,6 +26,14 @@ struct Brook {
     addr: SocketAddr,
 }
 
+/// A failing assertion must not leave the child running.
+impl Drop for Brook {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start(data_dir: &std::path::Path, durability: &str) -> Brook {
     let mut child = Command::new(env!("CARGO_BIN_EXE_brook"))
         .args([
@@ -278,8 +286,6 @@ async fn confirmed_data_survives_sigkill() {
             let mut seen = None;
             verify(&mut c, 0, &acked, &mut seen).await;
             assert_eq!(seen, last_seen);
-            brook.child.kill().unwrap();
-            let _ = brook.child.wait();
             break;
         }
         // Publish (and store offsets) until a random moment, then SIGKILL.
@@ -297,6 +303,7 @@ async fn confirmed_data_survives_sigkill() {
         );
         let kill_at = Instant::now() + Duration::from_millis(20 + rng.below(200));
         publish_until_killed(&mut c, seq.sequence + 1, &mut acked, kill_at, &mut rng).await;
+        // SIGKILL: no chance to flush anything.
         brook.child.kill().unwrap();
         brook.child.wait().unwrap();
     }

@@ -66,8 +66,7 @@ impl Delivery {
                 let committed_chunk_id = self
                     .stream
                     .reader
-                    .stats()
-                    .committed_chunk_id
+                    .committed_chunk_id()
                     .unwrap_or(chunk.header.chunk_id);
                 let delivered = self.outgoing.send(Outgoing::Deliver {
                     subscription_id: self.subscription_id,

@@ -318,31 +318,76 @@ impl<'a> ChunkView<'a> {
 
     /// Every record with its offset: simple entries directly, uncompressed batches expanded.
     /// Compressed batches yield their compressed body once, at the batch's first offset.
-    pub fn records(&self) -> impl Iterator<Item = Result<(u64, &'a [u8]), ChunkError>> + 'a {
-        let mut offset = self.header.chunk_id;
-        entries(self.data).flat_map(move |e| {
-            let items: Vec<Result<(u64, &'a [u8]), ChunkError>> = match e {
-                Err(err) => vec![Err(err)],
-                Ok(Entry::Simple(body)) => {
-                    offset += 1;
-                    vec![Ok((offset - 1, body))]
-                }
-                Ok(Entry::Batch(b)) if b.compression == 0 => {
-                    let start = offset;
-                    offset += u64::from(b.record_count);
-                    b.records()
-                        .enumerate()
-                        .map(|(i, r)| r.map(|r| (start + i as u64, r)))
-                        .collect()
-                }
-                Ok(Entry::Batch(b)) => {
-                    let start = offset;
-                    offset += u64::from(b.record_count);
-                    vec![Ok((start, b.body))]
-                }
+    pub fn records(&self) -> Records<'a> {
+        Records {
+            rest: self.data,
+            total: self.data.len(),
+            batch: &[],
+            offset: self.header.chunk_id,
+            after_batch: self.header.chunk_id,
+            done: false,
+        }
+    }
+}
+
+/// Iterator over the records of a chunk ([`ChunkView::records`]); borrows, never allocates.
+#[derive(Debug, Clone)]
+pub struct Records<'a> {
+    rest: &'a [u8],
+    total: usize,
+    /// The unread records of the uncompressed batch being expanded.
+    batch: &'a [u8],
+    offset: u64,
+    /// Where the offsets continue after the current batch.
+    after_batch: u64,
+    done: bool,
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<(u64, &'a [u8]), ChunkError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let at = self.total - self.rest.len();
+        if !self.batch.is_empty() {
+            let Some((record, tail)) = split_len_prefixed(self.batch) else {
+                self.done = true;
+                return Some(Err(ChunkError::MalformedData(at)));
             };
-            items
-        })
+            self.batch = tail;
+            self.offset += 1;
+            if self.batch.is_empty() {
+                self.offset = self.after_batch;
+            }
+            return Some(Ok((self.offset - 1, record)));
+        }
+        if self.rest.is_empty() {
+            return None;
+        }
+        let Some((entry, tail)) = Entry::split(self.rest) else {
+            self.done = true;
+            return Some(Err(ChunkError::MalformedData(at)));
+        };
+        self.rest = tail;
+        let start = self.offset;
+        match entry {
+            Entry::Simple(body) => {
+                self.offset += 1;
+                Some(Ok((start, body)))
+            }
+            Entry::Batch(b) => {
+                self.offset += u64::from(b.record_count);
+                if b.compression != 0 || b.body.is_empty() {
+                    return Some(Ok((start, b.body)));
+                }
+                self.after_batch = self.offset;
+                self.offset = start;
+                self.batch = b.body;
+                self.next()
+            }
+        }
     }
 }
 
