@@ -734,3 +734,87 @@ async fn duplicates_are_confirmed_in_their_own_frame() {
         "two messages stored"
     );
 }
+
+/// Sub-entry batches are stored as they came and count their records; an invalid one (as
+/// RabbitMQ 4.3.5 checks them) fails with everything after it in the frame.
+#[tokio::test]
+async fn sub_entry_batches_are_stored_as_is_and_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let mut c = Raw::open(broker.addr).await;
+    assert_eq!(c.create("b", &[]).await, ResponseCode::OK);
+    c.request(Frame::DeclarePublisher(DeclarePublisher {
+        correlation_id: 1,
+        publisher_id: 0,
+        reference: String::new(),
+        stream: "b".into(),
+    }))
+    .await;
+    let records = brook_protocol::chunk::encode_simple_entries([&b"r0"[..], b"r1", b"r2"]);
+    let mut p = PublishBuilder::new(0);
+    p.message(1, b"plain")
+        .batch(2, 0, 3, records.len() as u32, &records);
+    assert_eq!(
+        c.request(Frame::Publish(p.build())).await,
+        Frame::PublishConfirm(PublishConfirm {
+            publisher_id: 0,
+            publishing_ids: vec![1, 2]
+        })
+    );
+    let mut p = PublishBuilder::new(0);
+    p.message(3, b"ok")
+        .batch(4, 0, 0, 0, &[])
+        .message(5, b"after");
+    c.send(Frame::Publish(p.build())).await;
+    let mut got = vec![c.recv().await.unwrap(), c.recv().await.unwrap()];
+    got.sort_by_key(|f| f.key());
+    assert_eq!(
+        got,
+        vec![
+            Frame::PublishConfirm(PublishConfirm {
+                publisher_id: 0,
+                publishing_ids: vec![3]
+            }),
+            Frame::PublishError(PublishError {
+                publisher_id: 0,
+                errors: vec![
+                    PublishingError {
+                        publishing_id: 4,
+                        code: ResponseCode::PRECONDITION_FAILED
+                    },
+                    PublishingError {
+                        publishing_id: 5,
+                        code: ResponseCode::PRECONDITION_FAILED
+                    },
+                ]
+            }),
+        ]
+    );
+    // plain (offset 0), the batch (offsets 1..=3, one entry), ok (offset 4).
+    assert_eq!(broker.broker.stream_stats("b").unwrap().next_offset, 5);
+    c.request(Frame::Subscribe(Subscribe {
+        correlation_id: 9,
+        subscription_id: 0,
+        stream: "b".into(),
+        offset: OffsetSpec::First,
+        credit: 10,
+        properties: None,
+    }))
+    .await;
+    let mut records = Vec::new();
+    while records.len() < 5 {
+        let Some(Frame::Deliver(d)) = c.recv().await else {
+            panic!()
+        };
+        for r in d.chunk().unwrap().records() {
+            let (offset, body) = r.unwrap();
+            records.push((offset, body.to_vec()));
+        }
+    }
+    let bodies: Vec<&[u8]> = records.iter().map(|(_, b)| b.as_slice()).collect();
+    assert_eq!(bodies, [&b"plain"[..], b"r0", b"r1", b"r2", b"ok"]);
+    assert_eq!(
+        records.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4]
+    );
+}

@@ -169,14 +169,17 @@ impl Session {
             return;
         };
         // RabbitMQ 4.3.5 validates sub-entry batches; an invalid one and everything after it
-        // in the frame get PRECONDITION_FAILED.
-        let mut take = 0usize;
+        // in the frame get PRECONDITION_FAILED. Frames without batches need no second look.
+        let mut take = publish.entry_count() as usize;
         let mut rejected = Vec::new();
-        for e in publish.entries() {
-            if rejected.is_empty() && valid_entry(&e.entry) {
-                take += 1;
-            } else {
-                rejected.push((e.publishing_id, ResponseCode::PRECONDITION_FAILED));
+        if publish.has_batches() {
+            take = 0;
+            for e in publish.entries() {
+                if rejected.is_empty() && valid_entry(&e.entry) {
+                    take += 1;
+                } else {
+                    rejected.push((e.publishing_id, ResponseCode::PRECONDITION_FAILED));
+                }
             }
         }
         if !rejected.is_empty() {

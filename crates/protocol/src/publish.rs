@@ -16,6 +16,9 @@ pub struct Publish {
     /// The `count` field as sent. RabbitMQ treats it as informational and walks the entries.
     pub count: u32,
     entries: Bytes,
+    /// Found while validating, so that consumers of the frame need not walk it again.
+    entry_count: u32,
+    has_batches: bool,
 }
 
 /// One published entry.
@@ -35,9 +38,12 @@ impl Publish {
         let count = r.u32("message count")?;
         let entries = r.rest();
         // Validate once, so that iteration later cannot fail.
+        let (mut entry_count, mut has_batches) = (0u32, false);
         let mut rest = &entries[..];
         while !rest.is_empty() {
-            let (_, tail) = split_published(version, rest)?;
+            let (e, tail) = split_published(version, rest)?;
+            entry_count += 1;
+            has_batches |= matches!(e.entry, Entry::Batch(_));
             rest = tail;
         }
         Ok(Self {
@@ -45,6 +51,8 @@ impl Publish {
             version,
             count,
             entries,
+            entry_count,
+            has_batches,
         })
     }
 
@@ -67,6 +75,16 @@ impl Publish {
     /// The encoded entries region (what follows the count field).
     pub fn raw_entries(&self) -> &Bytes {
         &self.entries
+    }
+
+    /// Entries in the frame (counted, not the `count` field).
+    pub fn entry_count(&self) -> u32 {
+        self.entry_count
+    }
+
+    /// Whether any entry is a sub-entry batch.
+    pub fn has_batches(&self) -> bool {
+        self.has_batches
     }
 }
 
@@ -114,6 +132,7 @@ pub struct PublishBuilder {
     version: u16,
     count: u32,
     buf: BytesMut,
+    has_batches: bool,
 }
 
 impl PublishBuilder {
@@ -124,6 +143,7 @@ impl PublishBuilder {
             version: 1,
             count: 0,
             buf: BytesMut::new(),
+            has_batches: false,
         }
     }
 
@@ -187,6 +207,7 @@ impl PublishBuilder {
         self.buf.put_u32(body.len() as u32);
         self.buf.put_slice(body);
         self.count += 1;
+        self.has_batches = true;
         self
     }
 
@@ -204,6 +225,8 @@ impl PublishBuilder {
             version: self.version,
             count: self.count,
             entries: self.buf.freeze(),
+            entry_count: self.count,
+            has_batches: self.has_batches,
         }
     }
 }
