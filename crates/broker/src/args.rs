@@ -132,12 +132,7 @@ impl StreamArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn props(kv: &[(&str, &str)]) -> Vec<(String, String)> {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::test_util::props;
 
     #[test]
     fn parses_and_validates() {

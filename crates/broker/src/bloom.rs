@@ -145,12 +145,7 @@ impl Matcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn props(kv: &[(&str, &str)]) -> Vec<(String, String)> {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::test_util::props;
 
     #[test]
     fn chunks_without_filter_values_get_no_filter() {

@@ -6,6 +6,16 @@
 //! each subscription is a delivery task reading the log directly, woken when the writer
 //! commits.
 
+#[cfg(test)]
+mod test_util {
+    /// Properties from string pairs.
+    pub(crate) fn props(kv: &[(&str, &str)]) -> Vec<(String, String)> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+}
+
 mod args;
 mod bloom;
 mod consumer;
