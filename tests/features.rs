@@ -398,3 +398,56 @@ async fn super_stream_consumer_groups_spread_and_step_down() {
     nothing_more(&mut a).await;
     nothing_more(&mut b).await;
 }
+
+/// An activation overtaken by a step-down must not start delivery when its (late) answer
+/// arrives: only one consumer of a group is ever active.
+#[tokio::test]
+async fn a_late_answer_to_an_old_activation_does_not_make_two_consumers_active() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let mut admin = Raw::open(broker.addr).await;
+    let r = admin
+        .request(Frame::CreateSuperStream(CreateSuperStream {
+            correlation_id: 1,
+            name: "late".into(),
+            partitions: vec!["late-0".into(), "late-1".into()],
+            binding_keys: vec!["0".into(), "1".into()],
+            arguments: vec![],
+        }))
+        .await;
+    assert!(matches!(r, Frame::CreateSuperStreamResponse(ref r) if r.code.is_ok()));
+    declare_and_publish(&mut admin, "late-1", &[("m0", None)]).await;
+    let group = || {
+        props(&[
+            ("single-active-consumer", "true"),
+            ("name", "g"),
+            ("super-stream", "late"),
+        ])
+    };
+    let mut a = Raw::open(broker.addr).await;
+    let mut b = Raw::open(broker.addr).await;
+    subscribe(&mut a, 1, "late-1", OffsetSpec::First, 10, group()).await;
+    // a is told to activate, but does not answer yet.
+    let Some(Frame::ConsumerUpdate(activate)) = a.recv().await else {
+        panic!()
+    };
+    assert!(activate.active);
+    // b joins: partition 1 belongs to b now, so a is told to step down.
+    subscribe(&mut b, 1, "late-1", OffsetSpec::First, 10, group()).await;
+    let Some(Frame::ConsumerUpdate(step_down)) = a.recv().await else {
+        panic!()
+    };
+    assert!(!step_down.active);
+    // a answers both, the stale activation first.
+    for u in [activate, step_down] {
+        a.send(Frame::ConsumerUpdateResponse(ConsumerUpdateResponse {
+            correlation_id: u.correlation_id,
+            code: ResponseCode::OK,
+            offset: OffsetSpec::First,
+        }))
+        .await;
+    }
+    assert_eq!(consumer_update(&mut b, OffsetSpec::First).await, (1, true));
+    assert_eq!(delivered(&mut b).await, (1, vec!["m0".into()]));
+    nothing_more(&mut a).await;
+}

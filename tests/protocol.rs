@@ -51,6 +51,14 @@ async fn unknown_command_gets_close_unknown_frame() {
     let mut c = Raw::open(broker.addr).await;
     c.send_bytes(&[0, 0, 0, 4, 0x00, 0x17, 0, 9]).await;
     expect_server_close(&mut c, ResponseCode::UNKNOWN_FRAME).await;
+    // While waiting for the client's answer, a frame claiming 4 GiB is not buffered: the
+    // connection is drained and dropped.
+    let mut c = Raw::open(broker.addr).await;
+    c.send_bytes(&[0, 0, 0, 4, 0x00, 0x77, 0, 1]).await;
+    let f = c.recv().await.unwrap();
+    assert!(matches!(f, Frame::Close(ref close) if close.code == ResponseCode::UNKNOWN_FRAME));
+    c.send_bytes(&[0xff, 0xff, 0xff, 0xff, 0, 0]).await;
+    c.expect_eof().await;
     // A server-to-client command sent by the client.
     let mut c = Raw::open(broker.addr).await;
     c.send(Frame::MetadataUpdate(MetadataUpdate {
@@ -817,4 +825,24 @@ async fn sub_entry_batches_are_stored_as_is_and_validated() {
         records.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
         [0, 1, 2, 3, 4]
     );
+}
+
+/// A client may Open before answering Tune (RabbitMQ allows it): after Open the frame limit is
+/// the server's, not the 8 KiB pre-open one.
+#[tokio::test]
+async fn open_before_tune_gets_the_full_frame_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let mut c = Raw::connect(broker.addr).await;
+    assert!(c.handshake_until_tune("guest", "guest").await.code.is_ok());
+    let r = c
+        .request(Frame::Open(Open {
+            correlation_id: 1,
+            vhost: "/".into(),
+        }))
+        .await;
+    assert!(matches!(r, Frame::OpenResponse(ref o) if o.code.is_ok()));
+    let big = "x".repeat(20_000);
+    let code = c.create("big-args", &[("x-ignored", big.as_str())]).await;
+    assert_eq!(code, ResponseCode::OK);
 }

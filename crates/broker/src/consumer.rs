@@ -12,6 +12,8 @@ use crate::{Outgoing, OutgoingSender};
 
 /// How much a subscription reads ahead of its credit.
 const READ_AHEAD_BYTES: usize = 256 << 10;
+/// Bytes of chunks a connection may have queued for its socket, all subscriptions together.
+pub(crate) const DELIVERY_BUDGET_BYTES: usize = 8 << 20;
 
 #[derive(Debug)]
 pub(crate) struct Delivery {
@@ -20,6 +22,9 @@ pub(crate) struct Delivery {
     pub cursor: Cursor,
     /// One permit per chunk the client allows.
     pub credit: Arc<Semaphore>,
+    /// Bytes of chunks queued for the connection's socket, shared by its subscriptions: a
+    /// client that grants credit but does not read cannot make the broker buffer the stream.
+    pub budget: Arc<Semaphore>,
     pub outgoing: OutgoingSender,
     pub committed: watch::Receiver<u64>,
     /// Only chunks whose Bloom filter may match are sent (filtering subscriptions).
@@ -68,10 +73,15 @@ impl Delivery {
                     .reader
                     .committed_chunk_id()
                     .unwrap_or(chunk.header.chunk_id);
+                let bytes = chunk.header.wire_len().clamp(1, DELIVERY_BUDGET_BYTES) as u32;
+                let Ok(budget) = self.budget.clone().acquire_many_owned(bytes).await else {
+                    return;
+                };
                 let delivered = self.outgoing.send(Outgoing::Deliver {
                     subscription_id: self.subscription_id,
                     committed_chunk_id,
                     chunk,
+                    budget,
                 });
                 if delivered.is_err() {
                     return; // connection gone

@@ -99,6 +99,8 @@ pub enum Outgoing {
         subscription_id: u8,
         committed_chunk_id: u64,
         chunk: ReadChunk,
+        /// The chunk's share of the connection's delivery budget: drop it once written.
+        budget: tokio::sync::OwnedSemaphorePermit,
     },
     /// Write what is queued, then close the socket.
     Close,
@@ -341,10 +343,6 @@ impl Broker {
         }
     }
 
-    pub fn config(&self) -> &BrokerConfig {
-        &self.inner.config
-    }
-
     /// A session for a new connection. `control` receives events for its request loop;
     /// `outgoing` is the connection's ordered output queue.
     pub fn session(
@@ -361,11 +359,7 @@ impl Broker {
     pub fn create_stream(&self, name: &str, arguments: &[(String, String)]) -> Result<(), Error> {
         // RabbitMQ strips line breaks from names.
         let name: String = name.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
-        if name.is_empty() || name.starts_with("amq.") || name.len() > 255 {
-            return Err(Error::PreconditionFailed(format!(
-                "invalid stream name {name:?}"
-            )));
-        }
+        validate_name(&name)?;
         let args = StreamArgs::parse(arguments).map_err(Error::PreconditionFailed)?;
         let mut streams = self.write_streams();
         match streams.get(&name) {
@@ -571,10 +565,6 @@ impl Broker {
             .ok_or_else(|| Error::StreamDoesNotExist(name.to_owned()))
     }
 
-    pub fn super_stream_names(&self) -> Vec<String> {
-        self.super_streams().keys().cloned().collect()
-    }
-
     /// The partitions whose binding key is exactly `routing_key` (direct routing).
     pub fn route(&self, super_stream: &str, routing_key: &str) -> Result<Vec<String>, Error> {
         let ss = self.super_stream(super_stream)?;
@@ -607,10 +597,6 @@ impl Broker {
         let mut names: Vec<String> = self.read_streams().keys().cloned().collect();
         names.sort();
         names
-    }
-
-    pub fn stream_args(&self, name: &str) -> Result<StreamArgs, Error> {
-        Ok(self.stream(name)?.args.clone())
     }
 
     pub fn stream_stats(&self, name: &str) -> Result<LogStats, Error> {

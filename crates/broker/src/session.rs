@@ -18,7 +18,7 @@ use crate::stream::{ConfirmTarget, Stream, WriterCmd};
 use crate::{Broker, ControlEvent, Error, Outgoing, OutgoingSender};
 
 /// Publisher and consumer references are stored with a one-byte length.
-const MAX_REFERENCE_LEN: usize = 255;
+const MAX_REFERENCE_LEN: usize = brook_log::MAX_ID_LEN;
 /// Bytes of Publish frames a connection may have queued for writing before its socket stops
 /// being read. RabbitMQ counts 50,000 entries; counting bytes bounds memory whatever the message
 /// size. Clients only see TCP back-pressure.
@@ -42,6 +42,9 @@ struct Subscription {
     pending: Option<Delivery>,
     /// The single-active-consumer group (consumer name) this subscription belongs to.
     sac: Option<String>,
+    /// What the group coordinator last decided for it. An answer to an older ConsumerUpdate
+    /// (activation overtaken by a step-down) must not start delivery.
+    sac_active: bool,
     /// Where the Subscribe asked to start: used when a single active consumer is activated
     /// with offset type "none".
     seek: Seek,
@@ -71,6 +74,7 @@ pub struct Session {
     publishers: HashMap<u8, Publisher>,
     subscriptions: HashMap<u8, Subscription>,
     publish_credits: Arc<Semaphore>,
+    delivery_budget: Arc<Semaphore>,
     /// Streams this connection used: it hears of their deletion.
     watched: HashSet<String>,
 }
@@ -90,12 +94,9 @@ impl Session {
             publishers: HashMap::new(),
             subscriptions: HashMap::new(),
             publish_credits: Arc::new(Semaphore::new(PUBLISH_BUFFER_BYTES)),
+            delivery_budget: Arc::new(Semaphore::new(crate::consumer::DELIVERY_BUDGET_BYTES)),
             watched: HashSet::new(),
         }
-    }
-
-    pub fn broker(&self) -> &Broker {
-        &self.broker
     }
 
     /// Looks a stream up and remembers that this connection uses it.
@@ -209,8 +210,20 @@ impl Session {
             publish,
             _permit: permit,
         };
-        if publisher.stream.send(cmd).is_err() {
-            // The writer is gone (stream being deleted); the MetadataUpdate follows.
+        if let Err(cmd) = publisher.stream.writer.send(cmd) {
+            // The writer is gone (the stream is being deleted; MetadataUpdate follows): the
+            // publisher no longer exists, as RabbitMQ answers once it has removed it.
+            if let WriterCmd::Publish { publish, take, .. } = cmd.0 {
+                let errors = publish
+                    .entries()
+                    .take(take)
+                    .map(|e| (e.publishing_id, ResponseCode::PUBLISHER_DOES_NOT_EXIST))
+                    .collect();
+                let _ = self.outgoing.send(Outgoing::PublishError {
+                    publisher_id: publish.publisher_id,
+                    errors,
+                });
+            }
         }
     }
 
@@ -287,6 +300,7 @@ impl Session {
                 task: None,
                 pending,
                 sac: group,
+                sac_active: false,
                 seek,
                 filter,
             },
@@ -311,6 +325,7 @@ impl Session {
             stream: stream.clone(),
             cursor,
             credit: credit.clone(),
+            budget: self.delivery_budget.clone(),
             outgoing: self.outgoing.clone(),
             committed: stream.committed.clone(),
             filter: filter.clone(),
@@ -323,6 +338,7 @@ impl Session {
         let Some(sub) = self.subscriptions.get_mut(&id) else {
             return false;
         };
+        sub.sac_active = active;
         if !active {
             sub.pending = None;
             if let Some(task) = sub.task.take() {
@@ -348,7 +364,7 @@ impl Session {
                 .stepped_down(&sub.stream.name, &name, self.id, id);
             return;
         }
-        if sub.is_delivering() {
+        if sub.is_delivering() || !sub.sac_active {
             return;
         }
         let seek = seek_of(offset).unwrap_or(sub.seek);

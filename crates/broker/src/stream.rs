@@ -110,9 +110,9 @@ pub(crate) struct WriterConfig {
 
 type ConfirmGroups = Vec<(ConfirmTarget, Vec<u64>)>;
 
-/// Confirms waiting for their chunk to be committed, grouped per publisher in write order.
-/// Duplicates are confirmed in frames of their own, after the written ids, as RabbitMQ does:
-/// a frame listing one id twice makes the Rust client 0.11 drop the rest of the frame.
+/// Confirms grouped per publisher in write order. Duplicates are confirmed in frames of their
+/// own, after the written ids, as RabbitMQ does: a frame listing one id twice makes the Rust
+/// client 0.11 drop the rest of the frame.
 #[derive(Default)]
 struct Confirms {
     groups: ConfirmGroups,
@@ -135,9 +135,21 @@ impl Confirms {
         add_to(&mut self.duplicates, target, id);
     }
 
-    fn send(&mut self) {
+    /// Moves everything into `other`, keeping the order.
+    fn move_into(&mut self, other: &mut Confirms) {
+        other.groups.append(&mut self.groups);
+        other.duplicates.append(&mut self.duplicates);
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = (ConfirmTarget, Vec<u64>)> {
         let duplicates = std::mem::take(&mut self.duplicates);
-        for (target, ids) in self.groups.drain(..).chain(duplicates) {
+        std::mem::take(&mut self.groups)
+            .into_iter()
+            .chain(duplicates)
+    }
+
+    fn send(&mut self) {
+        for (target, ids) in self.drain() {
             if target.alive.load(Ordering::Acquire) {
                 let _ = target.outgoing.send(Outgoing::Confirm {
                     publisher_id: target.publisher_id,
@@ -149,8 +161,7 @@ impl Confirms {
     }
 
     fn fail(&mut self, code: ResponseCode) {
-        let duplicates = std::mem::take(&mut self.duplicates);
-        for (target, ids) in self.groups.drain(..).chain(duplicates) {
+        for (target, ids) in self.drain() {
             let _ = target.outgoing.send(Outgoing::PublishError {
                 publisher_id: target.publisher_id,
                 errors: ids.into_iter().map(|id| (id, code)).collect(),
@@ -195,8 +206,13 @@ pub(crate) struct Writer {
     config: WriterConfig,
     committed: watch::Sender<u64>,
     chunk: ChunkBuilder,
-    /// Confirms for chunks appended but not yet committed.
-    confirms: Confirms,
+    /// Confirms of the entries in the chunk being built.
+    pending: Confirms,
+    /// Confirms of chunks written but not yet committed.
+    ready: Confirms,
+    /// An fdatasync failed: what was written may not be on disk, and the OS may have dropped
+    /// the dirty pages. Nothing more is written or committed; publishes fail.
+    broken: bool,
     /// Appended but not committed (durability `batch` waits for the next sync).
     uncommitted: bool,
     last_sync: Instant,
@@ -216,7 +232,9 @@ impl Writer {
                 sequences: Vec::new(),
                 bloom,
             },
-            confirms: Confirms::default(),
+            pending: Confirms::default(),
+            ready: Confirms::default(),
+            broken: false,
             uncommitted: false,
             last_sync: Instant::now(),
         }
@@ -246,7 +264,8 @@ impl Writer {
                                 return;
                             }
                             WriterCmd::Delete { reply } => {
-                                self.confirms = Confirms::default();
+                                self.pending = Confirms::default();
+                                self.ready = Confirms::default();
                                 if let Err(e) = self.log.delete() {
                                     tracing::error!(stream = %name, "deleting the log: {e}");
                                 }
@@ -282,6 +301,18 @@ impl Writer {
                 target,
                 _permit,
             } => {
+                if self.broken {
+                    let errors = publish
+                        .entries()
+                        .take(take)
+                        .map(|e| (e.publishing_id, ResponseCode::INTERNAL_ERROR))
+                        .collect();
+                    let _ = target.outgoing.send(Outgoing::PublishError {
+                        publisher_id: target.publisher_id,
+                        errors,
+                    });
+                    return;
+                }
                 for entry in publish.entries().take(take) {
                     if let Some(reference) = &reference {
                         let last = self
@@ -290,7 +321,7 @@ impl Writer {
                             .or_else(|| self.log.tracking().sequence(reference));
                         if last.is_some_and(|last| entry.publishing_id <= last) {
                             // A duplicate: not written, confirmed with this batch.
-                            self.confirms.add_duplicate(&target, entry.publishing_id);
+                            self.pending.add_duplicate(&target, entry.publishing_id);
                             continue;
                         }
                     }
@@ -309,7 +340,7 @@ impl Writer {
                     if let Some(reference) = &reference {
                         self.chunk.set_sequence(reference, entry.publishing_id);
                     }
-                    self.confirms.add(&target, entry.publishing_id);
+                    self.pending.add(&target, entry.publishing_id);
                 }
             }
             WriterCmd::StoreOffset { reference, offset } => {
@@ -330,7 +361,8 @@ impl Writer {
         }
     }
 
-    /// Appends the chunk being built, if any.
+    /// Appends the chunk being built, if any; its confirms then wait for the commit (or fail
+    /// now, if the write failed).
     fn append_chunk(&mut self) {
         if self.chunk.entries == 0 {
             return;
@@ -354,25 +386,39 @@ impl Writer {
         self.chunk.records = 0;
         self.chunk.sequences.clear();
         match result {
-            Ok(_) => self.uncommitted = true,
-            Err(e) => self.write_failed(e),
+            Ok(_) => {
+                self.uncommitted = true;
+                self.pending.move_into(&mut self.ready);
+            }
+            Err(e) => {
+                // The log rolled the partial write back: only this chunk's publishes failed.
+                tracing::error!(dir = %self.log.dir().display(), "write failed: {e}");
+                self.pending.fail(ResponseCode::INTERNAL_ERROR);
+            }
         }
     }
 
-    fn write_failed(&mut self, e: LogError) {
-        tracing::error!(dir = %self.log.dir().display(), "write failed: {e}");
-        self.confirms.fail(ResponseCode::INTERNAL_ERROR);
+    /// Appends what the last batch queued: the user chunk, or stored offsets on their own.
+    fn append(&mut self) {
+        self.append_chunk();
+        // What is left are duplicates, confirmed with whatever this batch commits.
+        self.pending.move_into(&mut self.ready);
+        if self.log.has_pending_tracking() {
+            match self.log.flush_tracking() {
+                Ok(_) => self.uncommitted = true,
+                Err(e) => {
+                    tracing::error!(dir = %self.log.dir().display(), "writing stored offsets: {e}")
+                }
+            }
+        }
     }
 
     /// Writes what the last batch queued, then commits as the durability setting allows.
     async fn write(&mut self) {
-        self.append_chunk();
-        if self.log.has_pending_tracking() {
-            match self.log.flush_tracking() {
-                Ok(_) => self.uncommitted = true,
-                Err(e) => self.write_failed(e),
-            }
+        if self.broken {
+            return;
         }
+        self.append();
         match self.config.durability {
             Durability::None => self.commit(),
             Durability::Always => self.sync_and_commit().await,
@@ -386,7 +432,7 @@ impl Writer {
 
     fn sync_deadline(&self) -> Option<Instant> {
         match self.config.durability {
-            Durability::Batch(interval) if self.uncommitted || !self.confirms.is_empty() => {
+            Durability::Batch(interval) if self.uncommitted || !self.ready.is_empty() => {
                 Some(self.last_sync + interval)
             }
             _ => None,
@@ -397,12 +443,24 @@ impl Writer {
         if self.uncommitted {
             let result = blocking(|| self.log.sync());
             if let Err(e) = result {
-                self.write_failed(e);
+                self.sync_failed(e);
                 return;
             }
             self.last_sync = Instant::now();
         }
         self.commit();
+    }
+
+    /// After a failed fdatasync nothing written since the last good one can be trusted to be
+    /// on disk (Linux may even have dropped the dirty pages), so none of it is committed or
+    /// confirmed, and the stream takes no more writes until the broker restarts and recovers.
+    fn sync_failed(&mut self, e: LogError) {
+        tracing::error!(dir = %self.log.dir().display(),
+            "fdatasync failed, the stream refuses writes until restart: {e}");
+        self.ready.fail(ResponseCode::INTERNAL_ERROR);
+        self.pending.fail(ResponseCode::INTERNAL_ERROR);
+        self.uncommitted = false;
+        self.broken = true;
     }
 
     fn commit(&mut self) {
@@ -411,21 +469,19 @@ impl Writer {
             self.uncommitted = false;
             self.committed.send_replace(self.log.next_offset());
         }
-        self.confirms.send();
+        self.ready.send();
     }
 
     async fn finish(&mut self, sync: bool) {
-        self.append_chunk();
-        if self.log.has_pending_tracking() {
-            if let Err(e) = self.log.flush_tracking() {
-                self.write_failed(e);
-            }
-            self.uncommitted = true;
+        if self.broken {
+            return;
         }
+        self.append();
         if (sync || self.uncommitted)
             && let Err(e) = self.log.sync()
         {
-            self.write_failed(e);
+            self.sync_failed(e);
+            return;
         }
         self.commit();
     }

@@ -168,10 +168,6 @@ impl LogReader {
         self.shared.read().committed_chunk_id()
     }
 
-    pub fn is_deleted(&self) -> bool {
-        self.shared.read().deleted
-    }
-
     /// Resolves a seek to the chunk a reader would attach at.
     pub fn resolve(&self, seek: Seek) -> Result<Position> {
         // Retention may delete an index file between reading the view and opening the file;
@@ -333,10 +329,6 @@ impl Cursor {
     /// The id the next chunk read will have (or has, once written).
     pub fn next_chunk_id(&self) -> u64 {
         self.position.chunk_id
-    }
-
-    pub fn position(&self) -> Position {
-        self.position
     }
 
     fn move_to(&mut self, segment: u64) {

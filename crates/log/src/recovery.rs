@@ -204,6 +204,17 @@ fn check_chunk(file: &File, pos: u64, len: u64) -> std::result::Result<ChunkHead
     Ok(header)
 }
 
+fn read_header(file: &File, path: &Path, pos: u64) -> Result<ChunkHeader> {
+    let mut hdr = [0u8; HEADER_LEN];
+    file.read_exact_at(&mut hdr, pos)
+        .map_err(LogError::io(path))?;
+    ChunkHeader::parse(&hdr).map_err(|source| LogError::BadChunk {
+        path: path.to_owned(),
+        position: pos,
+        source,
+    })
+}
+
 fn record_of(h: &ChunkHeader, pos: u64) -> IndexRecord {
     IndexRecord {
         chunk_id: h.chunk_id,
@@ -421,14 +432,7 @@ fn load_sealed(dir: &Path, id: u64, report: &mut Recovery) -> Result<SegmentInfo
     let idx_path = index_path(dir, id);
     if let Some(records) = read_records(&idx_path)?.filter(|r| !r.is_empty()) {
         let last = records[records.len() - 1];
-        let mut hdr = [0u8; HEADER_LEN];
-        file.read_exact_at(&mut hdr, u64::from(last.position))
-            .map_err(LogError::io(&seg_path))?;
-        let h = ChunkHeader::parse(&hdr).map_err(|source| LogError::BadChunk {
-            path: seg_path.clone(),
-            position: u64::from(last.position),
-            source,
-        })?;
+        let h = read_header(&file, &seg_path, u64::from(last.position))?;
         return Ok(info_from(id, &records, len, h.next_offset()));
     }
     let mut records = Vec::new();
@@ -457,17 +461,18 @@ fn recover_tracking(
         return Ok(tracking);
     };
     let path = segment_path(dir, last.first_chunk_id);
-    let (file, _) = open_segment(&path, false)?;
+    let (file, len) = open_segment(&path, false)?;
     for r in records {
         let pos = u64::from(r.position);
-        let mut hdr = [0u8; HEADER_LEN];
-        file.read_exact_at(&mut hdr, pos)
-            .map_err(LogError::io(&path))?;
-        let h = ChunkHeader::parse(&hdr).map_err(|source| LogError::BadChunk {
-            path: path.clone(),
-            position: pos,
-            source,
-        })?;
+        let h = read_header(&file, &path, pos)?;
+        // Sizes come from disk: never allocate for a chunk that does not fit the file.
+        if pos + h.disk_len() > len {
+            return Err(LogError::BadChunk {
+                path: path.clone(),
+                position: pos,
+                source: chunk::ChunkError::MalformedData(h.data_len as usize),
+            });
+        }
         let data_at = pos + HEADER_LEN as u64 + u64::from(h.bloom_size);
         let result = match h.chunk_type {
             ChunkType::User if h.trailer_len > 0 => {

@@ -87,6 +87,10 @@ pub struct Log {
     uncommitted: bool,
     /// The segment list itself changed (roll), not only the active segment's numbers.
     segments_changed: bool,
+    /// The active segment was started but its tracking snapshot is not written yet (the write
+    /// failed): it is retried before anything else goes into the segment, because recovery
+    /// reads tracking from the last segment only.
+    needs_snapshot: bool,
     poisoned: bool,
     scratch: Vec<u8>,
 }
@@ -132,6 +136,7 @@ impl Log {
             tracking: recovered.tracking,
             uncommitted: false,
             segments_changed: false,
+            needs_snapshot: false,
             poisoned: false,
             scratch: Vec::new(),
         };
@@ -155,14 +160,6 @@ impl Log {
 
     pub fn tracking(&self) -> &Tracking {
         &self.tracking
-    }
-
-    pub fn config(&self) -> &LogConfig {
-        &self.config
-    }
-
-    pub fn set_retention(&mut self, retention: Retention) {
-        self.config.retention = retention;
     }
 
     /// Stores a consumer offset: visible to [`Log::tracking`] at once, written with the next
@@ -254,24 +251,25 @@ impl Log {
         let active = self.active();
         let full = active.size >= self.config.max_segment_bytes.min(MAX_SEGMENT_BYTES)
             || active.chunks >= self.config.max_segment_chunks;
-        if !full || active.chunks == 0 {
-            return Ok(());
+        if full && active.chunks > 0 {
+            let first = self.next_offset();
+            let (segment_file, index_file) = create_segment_files(&self.dir, first)?;
+            self.segment_file = segment_file;
+            self.index_file = index_file;
+            self.segments.push(SegmentInfo::empty(first));
+            self.segments_changed = true;
+            // Every segment after the first starts with the whole tracking state, so recovery
+            // reads only the last segment and retention never loses tracking.
+            self.needs_snapshot = !self.tracking.is_empty();
+            if let Err(e) = self.enforce_retention(now_ms()) {
+                tracing::warn!(dir = %self.dir.display(), "retention after segment roll failed: {e}");
+            }
         }
-        let first = self.next_offset();
-        let (segment_file, index_file) = create_segment_files(&self.dir, first)?;
-        self.segment_file = segment_file;
-        self.index_file = index_file;
-        self.segments.push(SegmentInfo::empty(first));
-        self.segments_changed = true;
-        // Every segment after the first starts with the whole tracking state, so recovery
-        // reads only the last segment and retention never loses tracking.
-        if !self.tracking.is_empty() {
+        if self.needs_snapshot {
             let mut body = Vec::new();
             self.tracking.snapshot(&mut body);
             self.write_tracking_chunk(ChunkType::TrackingSnapshot, &body)?;
-        }
-        if let Err(e) = self.enforce_retention(now_ms()) {
-            tracing::warn!(dir = %self.dir.display(), "retention after segment roll failed: {e}");
+            self.needs_snapshot = false;
         }
         Ok(())
     }
@@ -399,10 +397,11 @@ impl Log {
         }
         let removed: Vec<SegmentInfo> = self.segments.drain(..delete).collect();
         {
-            // Readers must stop looking for these files before they disappear.
+            // Readers must stop looking for these files before they disappear. (The view may
+            // not list the newest segment yet: it is published at commit.)
             let mut view = self.shared.write();
-            let first_kept = self.segments[0].first_chunk_id;
-            view.segments.retain(|s| s.first_chunk_id >= first_kept);
+            view.segments
+                .retain(|s| !removed.iter().any(|r| r.first_chunk_id == s.first_chunk_id));
         }
         let mut report = RetentionReport::default();
         for seg in &removed {

@@ -357,11 +357,13 @@ impl<'a> Iterator for Records<'a> {
                 return Some(Err(ChunkError::MalformedData(at)));
             };
             self.batch = tail;
-            self.offset += 1;
-            if self.batch.is_empty() {
-                self.offset = self.after_batch;
-            }
-            return Some(Ok((self.offset - 1, record)));
+            let offset = self.offset;
+            self.offset = if self.batch.is_empty() {
+                self.after_batch
+            } else {
+                offset.wrapping_add(1)
+            };
+            return Some(Ok((offset, record)));
         }
         if self.rest.is_empty() {
             return None;
@@ -373,12 +375,14 @@ impl<'a> Iterator for Records<'a> {
         self.rest = tail;
         let start = self.offset;
         match entry {
+            // Offsets wrap rather than overflow: the input is untrusted, and the iterator must
+            // not panic on it.
             Entry::Simple(body) => {
-                self.offset += 1;
+                self.offset = start.wrapping_add(1);
                 Some(Ok((start, body)))
             }
             Entry::Batch(b) => {
-                self.offset += u64::from(b.record_count);
+                self.offset = start.wrapping_add(u64::from(b.record_count));
                 if b.compression != 0 || b.body.is_empty() {
                     return Some(Ok((start, b.body)));
                 }
@@ -463,6 +467,36 @@ mod tests {
             recs,
             vec![(7, &b"ab"[..]), (8, b"c"), (9, b"x"), (10, b"yz")]
         );
+    }
+
+    #[test]
+    fn records_of_hostile_chunks_do_not_panic() {
+        // A batch claiming 0 records but holding one, at chunk id 0; and offsets at the very
+        // end of the u64 range.
+        let inner = encode_simple_entries([&b"x"[..]]);
+        let mut data = vec![0x80, 0, 0];
+        data.extend_from_slice(&(inner.len() as u32).to_be_bytes());
+        data.extend_from_slice(&(inner.len() as u32).to_be_bytes());
+        data.extend_from_slice(&inner);
+        data.extend(encode_simple_entries([&b"y"[..], b"z"]));
+        for chunk_id in [0, u64::MAX - 1] {
+            let h = ChunkHeader {
+                chunk_type: ChunkType::User,
+                num_entries: 3,
+                num_records: 2,
+                timestamp: 0,
+                epoch: 1,
+                chunk_id,
+                crc: crc32(&data),
+                data_len: data.len() as u32,
+                trailer_len: 0,
+                bloom_size: 0,
+            };
+            let mut wire = h.to_bytes().to_vec();
+            wire.extend_from_slice(&data);
+            let view = ChunkView::parse(&wire).unwrap();
+            assert_eq!(view.records().count(), 3);
+        }
     }
 
     #[test]

@@ -62,6 +62,20 @@ pub struct TlsConfig {
     pub advertised_port: Option<u16>,
 }
 
+impl ServerConfig {
+    /// Whether `user` exists with this password.
+    pub(crate) fn password_ok(&self, user: &str, password: &str) -> bool {
+        self.users
+            .iter()
+            .any(|u| u.name == user && u.password == password)
+    }
+
+    /// Whether `user` may log in from `peer` (RabbitMQ's loopback_users).
+    pub(crate) fn may_connect_from(&self, user: &str, peer: std::net::IpAddr) -> bool {
+        peer.is_loopback() || !self.loopback_users.iter().any(|u| u == user)
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {

@@ -141,6 +141,7 @@ pub(crate) async fn serve<R, W>(
         session: None,
         frame_max: INITIAL_FRAME_MAX,
         heartbeat: 0,
+        tuned: false,
         consumer_updates: HashMap::new(),
         next_correlation_id: 0,
         ctx,
@@ -157,8 +158,16 @@ pub(crate) async fn serve<R, W>(
     }
     // Dropping the session ends its subscriptions and publishers; dropping the last queue
     // sender lets the writer flush what is left and close the socket.
+    let close_timeout = conn.ctx.config.close_timeout;
     drop(conn);
-    let _ = writer.await;
+    // A peer that stopped reading must not keep the connection (and its socket) forever.
+    let mut writer = writer;
+    if tokio::time::timeout(close_timeout, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
 }
 
 struct Connection<R> {
@@ -174,6 +183,8 @@ struct Connection<R> {
     session: Option<Session>,
     frame_max: u32,
     heartbeat: u32,
+    /// Whether the client answered Tune (it may Open first, RabbitMQ allows it).
+    tuned: bool,
     /// ConsumerUpdate requests sent and not yet answered: correlation id → (subscription,
     /// active).
     consumer_updates: HashMap<u32, (u8, bool)>,
@@ -263,6 +274,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                     } => {
                         self.frame_max = frame_max;
                         self.heartbeat = heartbeat;
+                        self.tuned = true;
                         self.settings
                             .heartbeat_secs
                             .store(heartbeat, Ordering::Relaxed);
@@ -281,7 +293,11 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                 }
             }
         }
-        // Until Open the limit was INITIAL_FRAME_MAX; from now on it is the negotiated one.
+        // Until Open the limit was INITIAL_FRAME_MAX; from now on it is the negotiated one, or
+        // the server's proposal if the client opened without answering Tune.
+        if !self.tuned {
+            self.frame_max = self.ctx.config.frame_max;
+        }
         if self.frame_max != 0 && self.frame_max < INITIAL_FRAME_MAX {
             self.frame_max = INITIAL_FRAME_MAX;
         }
@@ -322,17 +338,18 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             reason: reason.to_owned(),
         }));
         let deadline = tokio::time::Instant::now() + self.ctx.config.close_timeout;
-        let too_large = code == ResponseCode::FRAME_TOO_LARGE;
+        // After an oversized frame its bytes are still in the stream: just drain until the
+        // client leaves. Otherwise look for its CloseResponse (small: anything large is
+        // drained unread too).
+        let mut draining = code == ResponseCode::FRAME_TOO_LARGE;
         loop {
-            // After an oversized frame its bytes are still in the stream: just drain until the
-            // client leaves. Otherwise look for its CloseResponse.
             let read = tokio::time::timeout_at(deadline, async {
-                if too_large {
+                if draining {
                     self.reader.buf.clear();
                     let n = self.reader.io.read_buf(&mut self.reader.buf).await?;
                     Ok::<_, std::io::Error>(if n == 0 { Read::Eof } else { Read::TooLarge(0) })
                 } else {
-                    self.reader.next(0).await
+                    self.reader.next(INITIAL_FRAME_MAX).await
                 }
             })
             .await;
@@ -343,7 +360,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                         break;
                     }
                 }
-                Ok(Ok(Read::TooLarge(_))) => {}
+                Ok(Ok(Read::TooLarge(_))) => draining = true,
             }
         }
         let _ = self.out.send(Outgoing::Close);
@@ -394,7 +411,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         };
         let ok_or = |corr: u32, r: Result<(), brook_broker::Error>| Response {
             correlation_id: corr,
-            code: r.err().map_or(ResponseCode::OK, |e| e.code()),
+            code: code_of(&r),
         };
         let reply = match frame {
             Frame::Publish(p) => {
@@ -429,7 +446,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                     .await;
                 Frame::QueryPublisherSequenceResponse(QueryPublisherSequenceResponse {
                     correlation_id: c.correlation_id,
-                    code: r.as_ref().err().map_or(ResponseCode::OK, |e| e.code()),
+                    code: code_of(&r),
                     sequence: r.unwrap_or(0),
                 })
             }
@@ -455,7 +472,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                 let r = session.query_offset(&c.reference, &c.stream).await;
                 Frame::QueryOffsetResponse(QueryOffsetResponse {
                     correlation_id: c.correlation_id,
-                    code: r.as_ref().err().map_or(ResponseCode::OK, |e| e.code()),
+                    code: code_of(&r),
                     offset: r.unwrap_or(0),
                 })
             }
@@ -487,7 +504,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                 };
                 Frame::StreamStatsResponse(StreamStatsResponse {
                     correlation_id: c.correlation_id,
-                    code: r.err().map_or(ResponseCode::OK, |e| e.code()),
+                    code: code_of(&r),
                     stats,
                 })
             }
@@ -567,7 +584,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                 let r = self.ctx.broker.route(&c.super_stream, &c.routing_key);
                 Frame::RouteResponse(RouteResponse {
                     correlation_id: c.correlation_id,
-                    code: r.as_ref().err().map_or(ResponseCode::OK, |e| e.code()),
+                    code: code_of(&r),
                     streams: r.unwrap_or_default(),
                 })
             }
@@ -575,7 +592,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                 let r = self.ctx.broker.super_stream(&c.super_stream);
                 Frame::PartitionsResponse(PartitionsResponse {
                     correlation_id: c.correlation_id,
-                    code: r.as_ref().err().map_or(ResponseCode::OK, |e| e.code()),
+                    code: code_of(&r),
                     streams: r.map(|ss| ss.partitions).unwrap_or_default(),
                 })
             }
@@ -629,6 +646,11 @@ impl<R: AsyncRead + Unpin> Connection<R> {
     }
 }
 
+/// The response code for a broker result.
+fn code_of<T>(r: &Result<T, brook_broker::Error>) -> ResponseCode {
+    r.as_ref().err().map_or(ResponseCode::OK, |e| e.code())
+}
+
 /// What ExchangeCommandVersions answers, in RabbitMQ's order: rstream reads the list by
 /// position (`key - 1`), so DeclarePublisher comes first and Publish second. Only implemented
 /// commands are listed.
@@ -671,6 +693,8 @@ struct Batch {
     encoded: BytesMut,
     parts: Vec<Bytes>,
     len: usize,
+    /// Delivery budget held by the chunks in `parts`, returned once they are written.
+    budgets: Vec<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Enough for any batch; Linux allows 1024 iovecs per writev.
@@ -688,8 +712,10 @@ impl Batch {
             subscription_id,
             committed_chunk_id,
             chunk,
+            budget,
         } = item
         {
+            self.budgets.push(budget);
             let (head, data) = chunk.wire_parts();
             let len = head.len() + data.as_ref().map_or(0, |d| d.len());
             encode_deliver_prefix(
@@ -725,6 +751,7 @@ impl Batch {
         }
         drop(slices);
         self.parts.clear();
+        self.budgets.clear();
         self.len = 0;
         Ok(())
     }

@@ -228,11 +228,7 @@ pub(crate) fn authenticate(
             else {
                 return Err(ResponseCode::SASL_ERROR);
             };
-            if !config
-                .users
-                .iter()
-                .any(|u| u.name == user && u.password == pass)
-            {
+            if !config.password_ok(user, pass) {
                 return Err(ResponseCode::AUTHENTICATION_FAILURE);
             }
             user.to_owned()
@@ -252,7 +248,7 @@ pub(crate) fn authenticate(
         }
         _ => return Err(ResponseCode::SASL_MECHANISM_NOT_SUPPORTED),
     };
-    if !peer.is_loopback() && config.loopback_users.contains(&user) {
+    if !config.may_connect_from(&user, peer) {
         return Err(ResponseCode::SASL_AUTHENTICATION_FAILURE_LOOPBACK);
     }
     Ok(user)

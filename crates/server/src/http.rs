@@ -45,12 +45,7 @@ async fn authenticate(
     next: Next,
 ) -> Response {
     if credentials(request.headers()).is_some_and(|(user, pass)| {
-        state
-            .config
-            .users
-            .iter()
-            .any(|u| u.name == user && u.password == pass)
-            && (peer.ip().is_loopback() || !state.config.loopback_users.contains(&user))
+        state.config.password_ok(&user, &pass) && state.config.may_connect_from(&user, peer.ip())
     }) {
         return next.run(request).await;
     }

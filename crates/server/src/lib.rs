@@ -182,8 +182,13 @@ async fn accept_loop(listener: Listener, mut stop: tokio::sync::watch::Receiver<
                         Some(acceptor) => {
                             let acceptor = acceptor.clone();
                             connections.spawn(async move {
-                                match acceptor.accept(socket).await {
-                                    Ok(stream) => {
+                                // A silent peer must not hold a socket forever.
+                                let handshake = tokio::time::timeout(
+                                    ctx.config.negotiation_timeout,
+                                    acceptor.accept(socket),
+                                );
+                                match handshake.await {
+                                    Ok(Ok(stream)) => {
                                         let identity = stream
                                             .get_ref()
                                             .1
@@ -193,7 +198,8 @@ async fn accept_loop(listener: Listener, mut stop: tokio::sync::watch::Receiver<
                                         let (rd, wr) = tokio::io::split(stream);
                                         connection::serve(rd, wr, peer, local, identity, ctx).await;
                                     }
-                                    Err(e) => tracing::info!(%peer, "TLS handshake failed: {e}"),
+                                    Ok(Err(e)) => tracing::info!(%peer, "TLS handshake failed: {e}"),
+                                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
                                 }
                             });
                         }
