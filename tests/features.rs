@@ -451,3 +451,30 @@ async fn a_late_answer_to_an_old_activation_does_not_make_two_consumers_active()
     assert_eq!(delivered(&mut b).await, (1, vec!["m0".into()]));
     nothing_more(&mut a).await;
 }
+
+/// A ConsumerUpdate left unanswered past the request timeout ends that connection, and the
+/// group moves on to the next consumer.
+#[tokio::test]
+async fn an_unanswered_consumer_update_closes_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = brook_server::ServerConfig {
+        request_timeout: Duration::from_millis(300),
+        ..common::test_server_config()
+    };
+    let broker = TestBroker::start_with(brook_broker::BrokerConfig::new(dir.path()), config).await;
+    let mut admin = Raw::open(broker.addr).await;
+    assert_eq!(admin.create("slow", &[]).await, ResponseCode::OK);
+    let mut silent = Raw::open(broker.addr).await;
+    let mut next = Raw::open(broker.addr).await;
+    subscribe(&mut silent, 1, "slow", OffsetSpec::First, 10, sac("g")).await;
+    subscribe(&mut next, 1, "slow", OffsetSpec::First, 10, sac("g")).await;
+    let Some(Frame::ConsumerUpdate(u)) = silent.recv().await else {
+        panic!()
+    };
+    assert!(u.active);
+    silent.expect_eof().await;
+    assert_eq!(
+        consumer_update(&mut next, OffsetSpec::None).await,
+        (1, true)
+    );
+}

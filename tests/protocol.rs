@@ -846,3 +846,42 @@ async fn open_before_tune_gets_the_full_frame_limit() {
     let code = c.create("big-args", &[("x-ignored", big.as_str())]).await;
     assert_eq!(code, ResponseCode::OK);
 }
+
+/// A publisher that never reads its confirms is stopped by TCP back-pressure instead of making
+/// the broker buffer confirms without end: flow-control credit returns only when confirms are
+/// written to the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_does_not_read_confirms_is_throttled() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let mut c = Raw::open(broker.addr).await;
+    assert_eq!(c.create("p", &[]).await, ResponseCode::OK);
+    c.request(Frame::DeclarePublisher(DeclarePublisher {
+        correlation_id: 1,
+        publisher_id: 0,
+        reference: String::new(),
+        stream: "p".into(),
+    }))
+    .await;
+    let mut b = PublishBuilder::new(0);
+    for id in 0..1000 {
+        b.message(id, b"twelve bytes");
+    }
+    let frame = Frame::Publish(b.build()).to_bytes();
+    // 200 MB of publishes, confirms never read: must stall well before the end.
+    let flood = async {
+        for _ in 0..(200 << 20) / frame.len() {
+            c.send_bytes(&frame).await;
+        }
+    };
+    let finished = tokio::time::timeout(Duration::from_secs(3), flood).await;
+    assert!(
+        finished.is_err(),
+        "the broker kept reading a publisher that never reads"
+    );
+    let written = broker.broker.stream_stats("p").unwrap().next_offset;
+    assert!(
+        written < 2_000_000,
+        "{written} messages accepted without their confirms being read"
+    );
+}

@@ -89,6 +89,8 @@ pub enum Outgoing {
         ids: Vec<u64>,
         /// False once the publisher was deleted: the confirm must be dropped.
         alive: Arc<AtomicBool>,
+        /// Publisher flow control, released once the confirm is written.
+        budget: Vec<tokio::sync::OwnedSemaphorePermit>,
     },
     PublishError {
         publisher_id: u8,

@@ -208,7 +208,7 @@ impl Session {
                 alive: publisher.alive.clone(),
             },
             publish,
-            _permit: permit,
+            permit,
         };
         if let Err(cmd) = publisher.stream.writer.send(cmd) {
             // The writer is gone (the stream is being deleted; MetadataUpdate follows): the

@@ -41,8 +41,9 @@ pub(crate) enum WriterCmd {
         take: usize,
         reference: Option<Arc<str>>,
         target: ConfirmTarget,
-        /// Publisher flow control: returned when the entries are written.
-        _permit: Option<OwnedSemaphorePermit>,
+        /// Publisher flow control: held until the confirms are written to the socket, so a
+        /// client that does not read its confirms stops being read.
+        permit: Option<OwnedSemaphorePermit>,
     },
     StoreOffset {
         reference: String,
@@ -108,7 +109,14 @@ pub(crate) struct WriterConfig {
     pub retention_check_interval: Duration,
 }
 
-type ConfirmGroups = Vec<(ConfirmTarget, Vec<u64>)>;
+/// Ids to confirm for one publisher, and the flow-control permits they release when written.
+struct ConfirmGroup {
+    target: ConfirmTarget,
+    ids: Vec<u64>,
+    permits: Vec<OwnedSemaphorePermit>,
+}
+
+type ConfirmGroups = Vec<ConfirmGroup>;
 
 /// Confirms grouped per publisher in write order. Duplicates are confirmed in frames of their
 /// own, after the written ids, as RabbitMQ does: a frame listing one id twice makes the Rust
@@ -121,8 +129,12 @@ struct Confirms {
 
 fn add_to(groups: &mut ConfirmGroups, target: &ConfirmTarget, id: u64) {
     match groups.last_mut() {
-        Some((t, ids)) if Arc::ptr_eq(&t.alive, &target.alive) => ids.push(id),
-        _ => groups.push((target.clone(), vec![id])),
+        Some(g) if Arc::ptr_eq(&g.target.alive, &target.alive) => g.ids.push(id),
+        _ => groups.push(ConfirmGroup {
+            target: target.clone(),
+            ids: vec![id],
+            permits: Vec::new(),
+        }),
     }
 }
 
@@ -135,13 +147,20 @@ impl Confirms {
         add_to(&mut self.duplicates, target, id);
     }
 
+    /// Attaches a Publish's flow-control permit to its last confirm group.
+    fn hold(&mut self, permit: OwnedSemaphorePermit) {
+        if let Some(g) = self.groups.last_mut().or(self.duplicates.last_mut()) {
+            g.permits.push(permit);
+        }
+    }
+
     /// Moves everything into `other`, keeping the order.
     fn move_into(&mut self, other: &mut Confirms) {
         other.groups.append(&mut self.groups);
         other.duplicates.append(&mut self.duplicates);
     }
 
-    fn drain(&mut self) -> impl Iterator<Item = (ConfirmTarget, Vec<u64>)> {
+    fn drain(&mut self) -> impl Iterator<Item = ConfirmGroup> {
         let duplicates = std::mem::take(&mut self.duplicates);
         std::mem::take(&mut self.groups)
             .into_iter()
@@ -149,22 +168,23 @@ impl Confirms {
     }
 
     fn send(&mut self) {
-        for (target, ids) in self.drain() {
-            if target.alive.load(Ordering::Acquire) {
-                let _ = target.outgoing.send(Outgoing::Confirm {
-                    publisher_id: target.publisher_id,
-                    ids,
-                    alive: target.alive,
+        for g in self.drain() {
+            if g.target.alive.load(Ordering::Acquire) {
+                let _ = g.target.outgoing.send(Outgoing::Confirm {
+                    publisher_id: g.target.publisher_id,
+                    ids: g.ids,
+                    alive: g.target.alive,
+                    budget: g.permits,
                 });
             }
         }
     }
 
     fn fail(&mut self, code: ResponseCode) {
-        for (target, ids) in self.drain() {
-            let _ = target.outgoing.send(Outgoing::PublishError {
-                publisher_id: target.publisher_id,
-                errors: ids.into_iter().map(|id| (id, code)).collect(),
+        for g in self.drain() {
+            let _ = g.target.outgoing.send(Outgoing::PublishError {
+                publisher_id: g.target.publisher_id,
+                errors: g.ids.into_iter().map(|id| (id, code)).collect(),
             });
         }
     }
@@ -299,7 +319,7 @@ impl Writer {
                 take,
                 reference,
                 target,
-                _permit,
+                permit,
             } => {
                 if self.broken {
                     let errors = publish
@@ -341,6 +361,9 @@ impl Writer {
                         self.chunk.set_sequence(reference, entry.publishing_id);
                     }
                     self.pending.add(&target, entry.publishing_id);
+                }
+                if let Some(permit) = permit {
+                    self.pending.hold(permit);
                 }
             }
             WriterCmd::StoreOffset { reference, offset } => {

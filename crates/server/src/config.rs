@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub negotiation_timeout: Duration,
     /// After a server-initiated Close, how long to wait for the client's answer.
     pub close_timeout: Duration,
+    /// How long a client may take to answer a ConsumerUpdate before it is disconnected.
+    pub request_timeout: Duration,
     /// The `version` announced in PeerProperties. Clients enable features by it (≥ 3.13 for
     /// filtering, super streams, Deliver v2), so it names the RabbitMQ release whose protocol
     /// brook implements, not brook's own version.
@@ -93,6 +95,7 @@ impl Default for ServerConfig {
             auth_failure_delay: Duration::from_secs(3),
             negotiation_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
             protocol_version: "4.2.0".into(),
             tls: None,
             http_listen: None,

@@ -71,6 +71,8 @@ enum ConnError {
     TooLarge(u32),
     #[error("closed through the management API")]
     ClosedByOperator,
+    #[error("a ConsumerUpdate was not answered in time")]
+    NoConsumerUpdateAnswer,
 }
 
 enum Read {
@@ -187,7 +189,7 @@ struct Connection<R> {
     tuned: bool,
     /// ConsumerUpdate requests sent and not yet answered: correlation id → (subscription,
     /// active).
-    consumer_updates: HashMap<u32, (u8, bool)>,
+    consumer_updates: HashMap<u32, (u8, bool, tokio::time::Instant)>,
     next_correlation_id: u32,
 }
 
@@ -302,9 +304,19 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             self.frame_max = INITIAL_FRAME_MAX;
         }
         loop {
+            // A ConsumerUpdate left unanswered past the request timeout ends the connection,
+            // as in RabbitMQ: the group cannot move on without the answer.
+            let answer_due = self
+                .consumer_updates
+                .values()
+                .map(|(_, _, sent)| *sent)
+                .min();
             let input = tokio::select! {
                 read = read_open(&mut self.reader, self.frame_max, self.heartbeat) => Input::Read(read?),
                 Some(event) = self.control_rx.recv() => Input::Control(event),
+                () = until(answer_due.map(|sent| sent + self.ctx.config.request_timeout)) => {
+                    return Err(ConnError::NoConsumerUpdateAnswer);
+                }
             };
             let flow = match input {
                 Input::Control(event) => self.on_control(event),
@@ -392,8 +404,10 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                 {
                     let correlation_id = self.next_correlation_id;
                     self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
-                    self.consumer_updates
-                        .insert(correlation_id, (subscription_id, active));
+                    self.consumer_updates.insert(
+                        correlation_id,
+                        (subscription_id, active, tokio::time::Instant::now()),
+                    );
                     self.send(Frame::ConsumerUpdate(ConsumerUpdate {
                         correlation_id,
                         subscription_id,
@@ -563,7 +577,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             Frame::CloseResponse(_) => return Flow::Continue,
             // Never answered (the Rust client 0.11 waits for an answer, wrongly).
             Frame::ConsumerUpdateResponse(r) => {
-                if let Some((id, active)) = self.consumer_updates.remove(&r.correlation_id) {
+                if let Some((id, active, _)) = self.consumer_updates.remove(&r.correlation_id) {
                     session.consumer_update_answered(id, active, r.offset);
                 }
                 return Flow::Continue;
@@ -646,6 +660,14 @@ impl<R: AsyncRead + Unpin> Connection<R> {
     }
 }
 
+/// Sleeps until `deadline`, or forever without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The response code for a broker result.
 fn code_of<T>(r: &Result<T, brook_broker::Error>) -> ResponseCode {
     r.as_ref().err().map_or(ResponseCode::OK, |e| e.code())
@@ -707,7 +729,7 @@ impl Batch {
         }
     }
 
-    fn add(&mut self, item: Outgoing, deliver_v2: bool) {
+    fn add(&mut self, mut item: Outgoing, deliver_v2: bool) {
         if let Outgoing::Deliver {
             subscription_id,
             committed_chunk_id,
@@ -729,6 +751,9 @@ impl Batch {
             self.parts.extend(data);
             self.len += len;
         } else {
+            if let Outgoing::Confirm { budget, .. } = &mut item {
+                self.budgets.append(budget);
+            }
             let before = self.encoded.len();
             encode(item, &mut self.encoded);
             self.len += self.encoded.len() - before;
@@ -821,6 +846,7 @@ fn encode(item: Outgoing, buf: &mut BytesMut) {
             publisher_id,
             ids,
             alive,
+            budget: _,
         } => {
             if alive.load(Ordering::Acquire) {
                 Frame::PublishConfirm(PublishConfirm {
