@@ -59,6 +59,23 @@ async fn subscribe(
     );
 }
 
+/// Creates a super stream `name` with partitions `name-0`.. and binding keys "0"...
+async fn create_super_stream(c: &mut Raw, name: &str, partitions: usize) {
+    let r = c
+        .request(Frame::CreateSuperStream(CreateSuperStream {
+            correlation_id: 1,
+            name: name.into(),
+            partitions: (0..partitions).map(|i| format!("{name}-{i}")).collect(),
+            binding_keys: (0..partitions).map(|i| i.to_string()).collect(),
+            arguments: vec![],
+        }))
+        .await;
+    assert!(
+        matches!(r, Frame::CreateSuperStreamResponse(ref r) if r.code.is_ok()),
+        "{r:?}"
+    );
+}
+
 /// Bodies of the messages in the next Deliver.
 async fn delivered(c: &mut Raw) -> (u8, Vec<String>) {
     match c.recv().await.unwrap() {
@@ -365,16 +382,7 @@ async fn super_stream_consumer_groups_spread_and_step_down() {
     let dir = tempfile::tempdir().unwrap();
     let broker = TestBroker::start(dir.path()).await;
     let mut admin = Raw::open(broker.addr).await;
-    let r = admin
-        .request(Frame::CreateSuperStream(CreateSuperStream {
-            correlation_id: 1,
-            name: "orders".into(),
-            partitions: vec!["orders-0".into(), "orders-1".into()],
-            binding_keys: vec!["0".into(), "1".into()],
-            arguments: vec![],
-        }))
-        .await;
-    assert!(matches!(r, Frame::CreateSuperStreamResponse(ref r) if r.code.is_ok()));
+    create_super_stream(&mut admin, "orders", 2).await;
     let group = || {
         props(&[
             ("single-active-consumer", "true"),
@@ -406,16 +414,7 @@ async fn a_late_answer_to_an_old_activation_does_not_make_two_consumers_active()
     let dir = tempfile::tempdir().unwrap();
     let broker = TestBroker::start(dir.path()).await;
     let mut admin = Raw::open(broker.addr).await;
-    let r = admin
-        .request(Frame::CreateSuperStream(CreateSuperStream {
-            correlation_id: 1,
-            name: "late".into(),
-            partitions: vec!["late-0".into(), "late-1".into()],
-            binding_keys: vec!["0".into(), "1".into()],
-            arguments: vec![],
-        }))
-        .await;
-    assert!(matches!(r, Frame::CreateSuperStreamResponse(ref r) if r.code.is_ok()));
+    create_super_stream(&mut admin, "late", 2).await;
     declare_and_publish(&mut admin, "late-1", &[("m0", None)]).await;
     let group = || {
         props(&[

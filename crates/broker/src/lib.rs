@@ -110,6 +110,24 @@ pub enum Outgoing {
 
 pub type OutgoingSender = mpsc::UnboundedSender<Outgoing>;
 
+/// Answers the first `take` entries of a Publish with PublishError `code`.
+pub(crate) fn reject(
+    outgoing: &OutgoingSender,
+    publish: &brook_protocol::Publish,
+    take: usize,
+    code: ResponseCode,
+) {
+    let errors = publish
+        .entries()
+        .take(take)
+        .map(|e| (e.publishing_id, code))
+        .collect();
+    let _ = outgoing.send(Outgoing::PublishError {
+        publisher_id: publish.publisher_id,
+        errors,
+    });
+}
+
 /// Events for a connection's request loop (not for the client directly).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlEvent {

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use crate::bloom::Matcher;
 use crate::consumer::Delivery;
 use crate::stream::{ConfirmTarget, Stream, WriterCmd};
-use crate::{Broker, ControlEvent, Error, Outgoing, OutgoingSender};
+use crate::{Broker, ControlEvent, Error, Outgoing, OutgoingSender, reject};
 
 /// Publisher and consumer references are stored with a one-byte length.
 const MAX_REFERENCE_LEN: usize = brook_log::MAX_ID_LEN;
@@ -159,14 +159,13 @@ impl Session {
     /// flight (publisher flow control). Errors are reported to the client as PublishError.
     pub async fn publish(&mut self, publish: Publish) {
         let Some(publisher) = self.publishers.get(&publish.publisher_id) else {
-            let errors = publish
-                .entries()
-                .map(|e| (e.publishing_id, ResponseCode::PUBLISHER_DOES_NOT_EXIST))
-                .collect();
-            let _ = self.outgoing.send(Outgoing::PublishError {
-                publisher_id: publish.publisher_id,
-                errors,
-            });
+            let all = publish.entry_count() as usize;
+            reject(
+                &self.outgoing,
+                &publish,
+                all,
+                ResponseCode::PUBLISHER_DOES_NOT_EXIST,
+            );
             return;
         };
         // RabbitMQ 4.3.5 validates sub-entry batches; an invalid one and everything after it
@@ -214,15 +213,12 @@ impl Session {
             // The writer is gone (the stream is being deleted; MetadataUpdate follows): the
             // publisher no longer exists, as RabbitMQ answers once it has removed it.
             if let WriterCmd::Publish { publish, take, .. } = cmd.0 {
-                let errors = publish
-                    .entries()
-                    .take(take)
-                    .map(|e| (e.publishing_id, ResponseCode::PUBLISHER_DOES_NOT_EXIST))
-                    .collect();
-                let _ = self.outgoing.send(Outgoing::PublishError {
-                    publisher_id: publish.publisher_id,
-                    errors,
-                });
+                reject(
+                    &self.outgoing,
+                    &publish,
+                    take,
+                    ResponseCode::PUBLISHER_DOES_NOT_EXIST,
+                );
             }
         }
     }

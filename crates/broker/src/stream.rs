@@ -18,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
 
 use crate::args::StreamArgs;
 use crate::bloom::BloomBuilder;
-use crate::{Durability, Outgoing, OutgoingSender};
+use crate::{Durability, Outgoing, OutgoingSender, reject};
 
 /// A chunk holds at most this many entries (the header field is a `u16`).
 const MAX_CHUNK_ENTRIES: usize = u16::MAX as usize;
@@ -322,15 +322,12 @@ impl Writer {
                 permit,
             } => {
                 if self.broken {
-                    let errors = publish
-                        .entries()
-                        .take(take)
-                        .map(|e| (e.publishing_id, ResponseCode::INTERNAL_ERROR))
-                        .collect();
-                    let _ = target.outgoing.send(Outgoing::PublishError {
-                        publisher_id: target.publisher_id,
-                        errors,
-                    });
+                    reject(
+                        &target.outgoing,
+                        &publish,
+                        take,
+                        ResponseCode::INTERNAL_ERROR,
+                    );
                     return;
                 }
                 for entry in publish.entries().take(take) {

@@ -45,6 +45,16 @@ impl Conn {
     }
 }
 
+/// The stored offset and publisher sequence the max-age test wrote.
+async fn tracking_is_kept(c: &mut Conn) {
+    assert_eq!(
+        c.session.query_offset("consumer", "aged").await.unwrap(),
+        42
+    );
+    let sequence = c.session.query_publisher_sequence("producer", "aged").await;
+    assert_eq!(sequence.unwrap(), 199);
+}
+
 fn props(kv: &[(&str, &str)]) -> Vec<(String, String)> {
     kv.iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -105,33 +115,13 @@ async fn max_age_trims_an_idle_stream_and_tracking_survives() {
     assert!(ids.iter().any(|&id| id >= after.first_chunk_id.unwrap()));
 
     // Stored offsets and publisher sequences survive retention and a restart.
-    assert_eq!(
-        c.session.query_offset("consumer", "aged").await.unwrap(),
-        42
-    );
-    assert_eq!(
-        c.session
-            .query_publisher_sequence("producer", "aged")
-            .await
-            .unwrap(),
-        199
-    );
+    tracking_is_kept(&mut c).await;
     drop(c);
     broker.shutdown().await;
     drop(broker);
     let broker = Broker::open(config).unwrap();
     let mut c = connect(&broker);
-    assert_eq!(
-        c.session.query_offset("consumer", "aged").await.unwrap(),
-        42
-    );
-    assert_eq!(
-        c.session
-            .query_publisher_sequence("producer", "aged")
-            .await
-            .unwrap(),
-        199
-    );
+    tracking_is_kept(&mut c).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -410,6 +410,25 @@ pub fn encode_simple_entries<'m>(messages: impl IntoIterator<Item = &'m [u8]>) -
 mod tests {
     use super::*;
 
+    /// A user chunk (header + data) as a Deliver frame carries it.
+    fn wire_chunk(chunk_id: u64, num_entries: u16, num_records: u32, data: &[u8]) -> Vec<u8> {
+        let h = ChunkHeader {
+            chunk_type: ChunkType::User,
+            num_entries,
+            num_records,
+            timestamp: 0,
+            epoch: 1,
+            chunk_id,
+            crc: crc32(data),
+            data_len: data.len() as u32,
+            trailer_len: 0,
+            bloom_size: 0,
+        };
+        let mut wire = h.to_bytes().to_vec();
+        wire.extend_from_slice(data);
+        wire
+    }
+
     #[test]
     fn crc_is_ieee() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
@@ -446,20 +465,7 @@ mod tests {
         data.extend_from_slice(&(inner.len() as u32).to_be_bytes());
         data.extend_from_slice(&(inner.len() as u32).to_be_bytes());
         data.extend_from_slice(&inner);
-        let h = ChunkHeader {
-            chunk_type: ChunkType::User,
-            num_entries: 3,
-            num_records: 4,
-            timestamp: 0,
-            epoch: 1,
-            chunk_id: 7,
-            crc: crc32(&data),
-            data_len: data.len() as u32,
-            trailer_len: 0,
-            bloom_size: 0,
-        };
-        let mut wire = h.to_bytes().to_vec();
-        wire.extend_from_slice(&data);
+        let wire = wire_chunk(7, 3, 4, &data);
         let view = ChunkView::parse(&wire).unwrap();
         view.verify().unwrap();
         let recs: Vec<_> = view.records().map(|r| r.unwrap()).collect();
@@ -480,20 +486,7 @@ mod tests {
         data.extend_from_slice(&inner);
         data.extend(encode_simple_entries([&b"y"[..], b"z"]));
         for chunk_id in [0, u64::MAX - 1] {
-            let h = ChunkHeader {
-                chunk_type: ChunkType::User,
-                num_entries: 3,
-                num_records: 2,
-                timestamp: 0,
-                epoch: 1,
-                chunk_id,
-                crc: crc32(&data),
-                data_len: data.len() as u32,
-                trailer_len: 0,
-                bloom_size: 0,
-            };
-            let mut wire = h.to_bytes().to_vec();
-            wire.extend_from_slice(&data);
+            let wire = wire_chunk(chunk_id, 3, 2, &data);
             let view = ChunkView::parse(&wire).unwrap();
             assert_eq!(view.records().count(), 3);
         }
