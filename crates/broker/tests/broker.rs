@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use brook_broker::{Broker, BrokerConfig, ControlEvent, Durability, Outgoing, Session};
+use brook_broker::{
+    Broker, BrokerConfig, Budget, CONNECTION_BUDGET_BYTES, Charge, ControlEvent, Durability,
+    Outgoing, Session,
+};
 use brook_protocol::{OffsetSpec, PublishBuilder};
 use tokio::sync::mpsc;
 
@@ -17,7 +20,7 @@ fn connect(broker: &Broker) -> Conn {
     let (control, control_rx) = mpsc::unbounded_channel();
     let (out, out_rx) = mpsc::unbounded_channel();
     Conn {
-        session: broker.session(control, out),
+        session: broker.session(control, out, Budget::new(CONNECTION_BUDGET_BYTES)),
         out: out_rx,
         _control: control_rx,
     }
@@ -29,7 +32,7 @@ impl Conn {
         for id in ids.clone() {
             b.message(id, &vec![id as u8; size]);
         }
-        self.session.publish(b.build()).await;
+        self.session.publish(b.build(), Charge::default());
         let mut confirmed = Vec::new();
         while (confirmed.len() as u64) < ids.end - ids.start {
             match tokio::time::timeout(Duration::from_secs(10), self.out.recv())
@@ -72,10 +75,12 @@ async fn max_age_trims_an_idle_stream_and_tracking_survives() {
             "aged",
             &props(&[("max-age", "1s"), ("stream-max-segment-size-bytes", "2000")]),
         )
+        .await
         .unwrap();
     let mut c = connect(&broker);
     c.session.declare_publisher(0, "producer", "aged").unwrap();
-    c.session.store_offset("consumer", "aged", 42);
+    c.session
+        .store_offset("consumer", "aged", 42, Charge::default());
     for batch in 0..20u64 {
         c.publish(0, batch * 10..batch * 10 + 10, 50).await;
     }
@@ -136,6 +141,7 @@ async fn max_length_bytes_trims_by_segment() {
                 ("stream-max-segment-size-bytes", "2000"),
             ]),
         )
+        .await
         .unwrap();
     let mut c = connect(&broker);
     c.session.declare_publisher(0, "", "sized").unwrap();
@@ -159,7 +165,7 @@ async fn every_durability_level_confirms() {
         let mut config = BrokerConfig::new(dir.path());
         config.durability = durability;
         let broker = Broker::open(config).unwrap();
-        broker.create_stream("d", &[]).unwrap();
+        broker.create_stream("d", &[]).await.unwrap();
         let mut c = connect(&broker);
         c.session.declare_publisher(7, "p", "d").unwrap();
         for i in 0..5 {
@@ -179,11 +185,15 @@ async fn stream_arguments_are_validated_and_compared() {
         ("queue-leader-locator", "least-leaders"),
         ("x-ignored", "1"),
     ]);
-    broker.create_stream("s", &args).unwrap();
-    assert_eq!(broker.create_stream("s", &args).unwrap_err().code().0, 0x05);
+    broker.create_stream("s", &args).await.unwrap();
+    assert_eq!(
+        broker.create_stream("s", &args).await.unwrap_err().code().0,
+        0x05
+    );
     assert_eq!(
         broker
             .create_stream("s", &props(&[("max-length-bytes", "1000")]))
+            .await
             .unwrap_err()
             .code()
             .0,
@@ -192,21 +202,33 @@ async fn stream_arguments_are_validated_and_compared() {
     assert_eq!(
         broker
             .create_stream("bad", &props(&[("max-age", "forever")]))
+            .await
             .unwrap_err()
             .code()
             .0,
         0x11
     );
     assert_eq!(
-        broker.create_stream("amq.s", &[]).unwrap_err().code().0,
+        broker
+            .create_stream("amq.s", &[])
+            .await
+            .unwrap_err()
+            .code()
+            .0,
         0x11
     );
-    assert_eq!(broker.create_stream("", &[]).unwrap_err().code().0, 0x11);
+    assert_eq!(
+        broker.create_stream("", &[]).await.unwrap_err().code().0,
+        0x11
+    );
     // Arguments persist across a restart and still compare equal.
     broker.shutdown().await;
     drop(broker);
     let broker = Broker::open(BrokerConfig::new(dir.path())).unwrap();
-    assert_eq!(broker.create_stream("s", &args).unwrap_err().code().0, 0x05);
+    assert_eq!(
+        broker.create_stream("s", &args).await.unwrap_err().code().0,
+        0x05
+    );
     assert_eq!(broker.stream_names(), vec!["s".to_string()]);
     // A second broker on the same directory is refused.
     assert!(Broker::open(BrokerConfig::new(dir.path())).is_err());
@@ -216,12 +238,12 @@ async fn stream_arguments_are_validated_and_compared() {
 async fn deleted_streams_are_gone_after_restart_and_names_can_be_reused() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::open(BrokerConfig::new(dir.path())).unwrap();
-    broker.create_stream("s", &[]).unwrap();
+    broker.create_stream("s", &[]).await.unwrap();
     let mut c = connect(&broker);
     c.session.declare_publisher(0, "", "s").unwrap();
     c.publish(0, 0..3, 4).await;
     broker.delete_stream("s").await.unwrap();
-    broker.create_stream("s", &[]).unwrap();
+    broker.create_stream("s", &[]).await.unwrap();
     assert_eq!(broker.stream_stats("s").unwrap().next_offset, 0);
     broker.shutdown().await;
     drop((c, broker));

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use brook_log::{Log, LogConfig, Seek, UserChunk};
 use brook_protocol::chunk::encode_simple_entries;
+use brook_storage::disk;
 
 const MESSAGES_PER_CHUNK: usize = 100;
 const MESSAGE_BYTES: usize = 12;
@@ -16,7 +17,7 @@ const CHUNKS: usize = 200_000;
 fn main() {
     let base = std::env::var_os("BROOK_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
     let dir = tempfile::tempdir_in(base).expect("temporary directory");
-    let (mut log, _) = Log::open(dir.path(), LogConfig::default()).expect("open");
+    let (mut log, _) = Log::open(disk(), dir.path(), LogConfig::default()).expect("open");
     let message = [7u8; MESSAGE_BYTES];
     let data = encode_simple_entries(std::iter::repeat_n(&message[..], MESSAGES_PER_CHUNK));
     let chunk = UserChunk {

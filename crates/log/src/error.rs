@@ -13,6 +13,14 @@ pub enum LogError {
         #[source]
         source: io::Error,
     },
+    /// An fdatasync failed. Linux may have dropped the dirty pages: nothing written since the
+    /// last successful sync can be trusted to reach the disk.
+    #[error("{path}: fdatasync failed: {source}")]
+    Sync {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("{path}: not a segment or index file of this format (bad header)")]
     BadFileHeader { path: PathBuf },
     #[error(

@@ -1,11 +1,9 @@
 //! File-level layout: segment and index file names and headers, index records.
 //! `docs/log-format.md` has the byte diagrams.
 
-use std::fs::File;
-use std::io::IoSlice;
-use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+use brook_storage::{File, OpenMode, Storage};
 
 use crate::error::{LogError, Result};
 
@@ -91,20 +89,26 @@ impl IndexRecord {
 /// Random access to the records of an index file.
 #[derive(Debug)]
 pub struct IndexFile {
-    file: File,
+    file: Box<dyn File>,
     path: PathBuf,
 }
 
 impl IndexFile {
-    pub fn open(path: PathBuf) -> Result<Self> {
-        let file = File::open(&path).map_err(LogError::io(&path))?;
+    pub fn open(storage: &dyn Storage, path: PathBuf) -> Result<Self> {
+        let file = storage
+            .open(&path, OpenMode::Read)
+            .map_err(LogError::io(&path))?;
         Ok(Self { file, path })
     }
 
     pub fn record(&self, i: u64) -> Result<IndexRecord> {
         let mut b = [0u8; INDEX_RECORD_LEN as usize];
+        let at = i
+            .checked_mul(INDEX_RECORD_LEN)
+            .and_then(|p| p.checked_add(FILE_HEADER_LEN))
+            .ok_or_else(|| LogError::io(&self.path)(std::io::ErrorKind::InvalidInput.into()))?;
         self.file
-            .read_exact_at(&mut b, FILE_HEADER_LEN + i * INDEX_RECORD_LEN)
+            .read_exact_at(&mut b, at)
             .map_err(LogError::io(&self.path))?;
         Ok(IndexRecord::parse(&b))
     }
@@ -129,25 +133,9 @@ impl IndexFile {
     }
 }
 
-/// `write_all` for several buffers in as few `writev` calls as the kernel allows.
-pub fn write_all_vectored(file: &mut File, mut bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
-    IoSlice::advance_slices(&mut bufs, 0);
-    while !bufs.is_empty() {
-        match file.write_vectored(bufs) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// Makes a directory entry change (a created or deleted file) durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(LogError::io(dir))
+pub fn sync_dir(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    storage.sync_dir(dir).map_err(LogError::io(dir))
 }
 
 #[cfg(test)]

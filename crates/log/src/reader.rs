@@ -5,12 +5,11 @@
 //! behind a lock held for microseconds, and read the files through their own handles. Only
 //! committed bytes are ever read, so a reader never sees a chunk being written.
 
-use std::fs::File;
-use std::io::{Read, Seek as _, SeekFrom};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use brook_protocol::chunk::{ChunkHeader, ChunkType, HEADER_LEN};
+use brook_storage::{File, OpenMode, SharedStorage};
 use bytes::Bytes;
 
 use crate::error::{LogError, Result};
@@ -87,13 +86,15 @@ impl View {
 
 #[derive(Debug)]
 pub(crate) struct Shared {
+    pub storage: SharedStorage,
     pub dir: PathBuf,
     view: RwLock<View>,
 }
 
 impl Shared {
-    pub(crate) fn new(dir: PathBuf, view: View) -> Self {
+    pub(crate) fn new(storage: SharedStorage, dir: PathBuf, view: View) -> Self {
         Self {
+            storage,
             dir,
             view: RwLock::new(view),
         }
@@ -240,7 +241,7 @@ impl LogReader {
                 }
             }
         };
-        let index = IndexFile::open(index_path(&self.shared.dir, segment))?;
+        let index = IndexFile::open(&*self.shared.storage, index_path(&self.shared.dir, segment))?;
         let i = match search {
             // The first record past n, minus one: the chunk containing n.
             Search::ChunkContaining(n) => index
@@ -321,8 +322,8 @@ impl ReadChunk {
 pub struct Cursor {
     shared: Arc<Shared>,
     position: Position,
-    /// Open handle on the current segment, its OS file position at `position.file_pos`.
-    file: Option<File>,
+    /// Open handle on the current segment.
+    file: Option<Box<dyn File>>,
 }
 
 impl Cursor {
@@ -340,52 +341,49 @@ impl Cursor {
         self.file = None;
     }
 
-    /// Appends to `out` the committed chunks after the cursor, reading about `max_bytes` (always
-    /// at least one whole chunk if one is available). Returns how many were added; 0 means the
-    /// cursor is at the committed end.
-    pub fn read(&mut self, max_bytes: usize, out: &mut Vec<ReadChunk>) -> Result<usize> {
-        let limit = loop {
+    /// The committed end of the cursor's segment, moving to the next segment first if the
+    /// cursor is at the end of its own. `None`: nothing committed to read.
+    fn committed_end(&mut self) -> Result<Option<u64>> {
+        loop {
             let view = self.shared.read();
             if view.deleted {
                 return Err(LogError::Deleted);
             }
             let segs = &view.segments;
-            match segs.binary_search_by_key(&self.position.segment, |s| s.first_chunk_id) {
+            let next = match segs.binary_search_by_key(&self.position.segment, |s| s.first_chunk_id)
+            {
                 Ok(i) => {
-                    let seg = &segs[i];
-                    if self.position.file_pos < seg.size {
-                        break seg.size;
+                    if self.position.file_pos < segs[i].size {
+                        return Ok(Some(segs[i].size));
                     }
                     match segs.get(i + 1) {
-                        Some(next) => {
-                            let next = next.first_chunk_id;
-                            drop(view);
-                            self.move_to(next);
-                        }
-                        None => return Ok(0),
+                        Some(next) => next.first_chunk_id,
+                        None => return Ok(None),
                     }
                 }
                 // Retention deleted the segment: continue from the first one still there, or
                 // from the next one if the cursor was past the deleted data anyway.
-                Err(i) => {
-                    let Some(seg) = segs.get(i).or(segs.last()) else {
-                        return Ok(0);
-                    };
-                    let next = seg.first_chunk_id;
-                    drop(view);
-                    self.move_to(next);
-                }
-            }
-        };
+                Err(i) => match segs.get(i).or(segs.last()) {
+                    Some(seg) => seg.first_chunk_id,
+                    None => return Ok(None),
+                },
+            };
+            drop(view);
+            self.move_to(next);
+        }
+    }
 
+    /// Appends to `out` the committed chunks after the cursor, reading about `max_bytes` (always
+    /// at least one whole chunk if one is available). Returns how many were added; 0 means the
+    /// cursor is at the committed end.
+    pub fn read(&mut self, max_bytes: usize, out: &mut Vec<ReadChunk>) -> Result<usize> {
+        let Some(limit) = self.committed_end()? else {
+            return Ok(0);
+        };
         let path = segment_path(&self.shared.dir, self.position.segment);
         if self.file.is_none() {
-            match File::open(&path) {
-                Ok(mut f) => {
-                    f.seek(SeekFrom::Start(self.position.file_pos))
-                        .map_err(LogError::io(&path))?;
-                    self.file = Some(f);
-                }
+            match self.shared.storage.open(&path, OpenMode::Read) {
+                Ok(f) => self.file = Some(f),
                 // Deleted by retention after we looked: the view now says where to go.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return self.read(max_bytes, out);
@@ -393,54 +391,40 @@ impl Cursor {
                 Err(e) => return Err(LogError::io(&path)(e)),
             }
         }
-        let Some(file) = self.file.as_mut() else {
+        let Some(file) = self.file.as_ref() else {
             return Ok(0);
         };
-
-        let available = limit - self.position.file_pos;
+        let start = self.position.file_pos;
+        let available = limit - start;
         let mut want = available.min(max_bytes.max(HEADER_LEN) as u64);
         let mut buf = Vec::new();
-        loop {
-            let have = buf.len() as u64;
-            buf.reserve_exact((want - have) as usize);
-            // `read_to_end` fills spare capacity without zeroing it first.
-            file.by_ref()
-                .take(want - have)
-                .read_to_end(&mut buf)
-                .map_err(LogError::io(&path))?;
-            if (buf.len() as u64) < want {
-                return Err(LogError::io(&path)(
-                    std::io::ErrorKind::UnexpectedEof.into(),
+        file.read_into(start, want as usize, &mut buf)
+            .map_err(LogError::io(&path))?;
+        let bad_chunk = |position, source| LogError::BadChunk {
+            path: path.clone(),
+            position,
+            source,
+        };
+        // A first chunk larger than what was read: read the rest of it.
+        let first = ChunkHeader::parse(&buf).map_err(|e| bad_chunk(start, e))?;
+        if first.disk_len() > want {
+            if first.disk_len() > available {
+                return Err(bad_chunk(
+                    start,
+                    brook_protocol::chunk::ChunkError::MalformedData(available as usize),
                 ));
             }
-            // A first chunk larger than what was read: read the rest of it, then parse.
-            let header = ChunkHeader::parse(&buf).map_err(|source| LogError::BadChunk {
-                path: path.clone(),
-                position: self.position.file_pos,
-                source,
-            })?;
-            if header.disk_len() <= want {
-                break;
-            }
-            if header.disk_len() > available {
-                return Err(LogError::BadChunk {
-                    path,
-                    position: self.position.file_pos,
-                    source: brook_protocol::chunk::ChunkError::MalformedData(available as usize),
-                });
-            }
-            want = header.disk_len();
+            file.read_into(start + want, (first.disk_len() - want) as usize, &mut buf)
+                .map_err(LogError::io(&path))?;
+            want = first.disk_len();
         }
+        debug_assert_eq!(buf.len() as u64, want);
 
         let bytes = Bytes::from(buf);
         let mut pos = 0usize;
         let before = out.len();
         while let Some(rest) = bytes.get(pos..).filter(|r| r.len() >= HEADER_LEN) {
-            let header = ChunkHeader::parse(rest).map_err(|source| LogError::BadChunk {
-                path: path.clone(),
-                position: self.position.file_pos + pos as u64,
-                source,
-            })?;
+            let header = ChunkHeader::parse(rest).map_err(|e| bad_chunk(start + pos as u64, e))?;
             let len = header.disk_len() as usize;
             if len > rest.len() {
                 break;
@@ -453,11 +437,6 @@ impl Cursor {
             self.position.chunk_id = header.next_offset();
         }
         self.position.file_pos += pos as u64;
-        if pos < bytes.len() {
-            // A partial chunk was read past the last whole one: rewind to where it starts.
-            file.seek(SeekFrom::Start(self.position.file_pos))
-                .map_err(LogError::io(&path))?;
-        }
         Ok(out.len() - before)
     }
 }

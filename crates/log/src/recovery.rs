@@ -16,12 +16,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use brook_protocol::chunk::{self, ChunkHeader, ChunkType, HEADER_LEN};
+use brook_storage::{File, OpenMode, Storage};
 
 use crate::error::{LogError, Result};
 use crate::format::{
@@ -93,12 +91,11 @@ pub(crate) struct Recovered {
     pub report: Recovery,
 }
 
-pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
+pub(crate) fn recover(storage: &dyn Storage, dir: &Path) -> Result<Recovered> {
     let mut report = Recovery::default();
     let mut files: BTreeMap<u64, (bool, bool)> = BTreeMap::new();
-    for entry in fs::read_dir(dir).map_err(LogError::io(dir))? {
-        let entry = entry.map_err(LogError::io(dir))?;
-        let Some((id, kind)) = entry.file_name().to_str().and_then(parse_file_name) else {
+    for entry in storage.read_dir(dir).map_err(LogError::io(dir))? {
+        let Some((id, kind)) = parse_file_name(&entry.name) else {
             continue;
         };
         let e = files.entry(id).or_default();
@@ -112,17 +109,18 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
         if has_segment {
             ids.push(id);
         } else if has_index {
-            remove(&index_path(dir, id), &mut report)?;
+            remove(storage, &index_path(dir, id), &mut report)?;
         }
     }
+    let fs = Fs { storage, dir };
 
     let mut last_records = Vec::new();
     let mut last_info = None;
     while let Some(&id) = ids.last() {
-        let (info, records) = recover_tail(dir, id, &mut report)?;
+        let (info, records) = recover_tail(&fs, id, &mut report)?;
         if info.chunks == 0 && ids.len() > 1 {
-            remove(&index_path(dir, id), &mut report)?;
-            remove(&segment_path(dir, id), &mut report)?;
+            remove(storage, &index_path(dir, id), &mut report)?;
+            remove(storage, &segment_path(dir, id), &mut report)?;
             ids.pop();
             continue;
         }
@@ -142,7 +140,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
 
     let mut segments = Vec::with_capacity(ids.len());
     for &id in &ids[..ids.len() - 1] {
-        segments.push(load_sealed(dir, id, &mut report)?);
+        segments.push(load_sealed(&fs, id, &mut report)?);
     }
     segments.push(last_info);
     for pair in segments.windows(2) {
@@ -157,8 +155,8 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
         }
     }
 
-    let tracking = recover_tracking(dir, &segments, &last_records, &mut report)?;
-    let last_user_chunk = find_last_user_chunk(dir, &segments, &last_records)?;
+    let tracking = recover_tracking(&fs, &segments, &last_records, &mut report)?;
+    let last_user_chunk = find_last_user_chunk(&fs, &segments, &last_records)?;
     let last_timestamp = segments
         .iter()
         .rev()
@@ -173,28 +171,36 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered> {
     })
 }
 
-fn remove(path: &Path, report: &mut Recovery) -> Result<()> {
-    fs::remove_file(path).map_err(LogError::io(path))?;
+/// The storage and the log directory recovery works on.
+struct Fs<'a> {
+    storage: &'a dyn Storage,
+    dir: &'a Path,
+}
+
+fn remove(storage: &dyn Storage, path: &Path, report: &mut Recovery) -> Result<()> {
+    storage.remove_file(path).map_err(LogError::io(path))?;
     report.removed_files.push(path.to_owned());
     Ok(())
 }
 
 /// Reads and checks the chunk at `pos`: complete within `len` bytes and CRC-valid.
-fn check_chunk(file: &File, pos: u64, len: u64) -> std::result::Result<ChunkHeader, String> {
-    if pos + HEADER_LEN as u64 > len {
+fn check_chunk(file: &dyn File, pos: u64, len: u64) -> std::result::Result<ChunkHeader, String> {
+    if pos.saturating_add(HEADER_LEN as u64) > len {
         return Err("truncated header".into());
     }
     let mut hdr = [0u8; HEADER_LEN];
     file.read_exact_at(&mut hdr, pos)
         .map_err(|e| e.to_string())?;
     let header = ChunkHeader::parse(&hdr).map_err(|e| e.to_string())?;
-    if pos + header.disk_len() > len {
+    if pos.saturating_add(header.disk_len()) > len {
         return Err("truncated chunk".into());
     }
-    let mut data = vec![0u8; header.data_len as usize];
-    file.read_exact_at(
-        &mut data,
+    // The length comes from disk, but was just checked against the file's size.
+    let mut data = Vec::new();
+    file.read_into(
         pos + HEADER_LEN as u64 + u64::from(header.bloom_size),
+        header.data_len as usize,
+        &mut data,
     )
     .map_err(|e| e.to_string())?;
     let crc = chunk::crc32(&data);
@@ -204,7 +210,7 @@ fn check_chunk(file: &File, pos: u64, len: u64) -> std::result::Result<ChunkHead
     Ok(header)
 }
 
-fn read_header(file: &File, path: &Path, pos: u64) -> Result<ChunkHeader> {
+fn read_header(file: &dyn File, path: &Path, pos: u64) -> Result<ChunkHeader> {
     let mut hdr = [0u8; HEADER_LEN];
     file.read_exact_at(&mut hdr, pos)
         .map_err(LogError::io(path))?;
@@ -227,7 +233,7 @@ fn record_of(h: &ChunkHeader, pos: u64) -> IndexRecord {
 
 /// Scans valid chunks from `pos` on, each with the expected chunk id.
 fn scan(
-    file: &File,
+    file: &dyn File,
     mut pos: u64,
     len: u64,
     mut expected: u64,
@@ -244,8 +250,8 @@ fn scan(
     (pos, expected)
 }
 
-fn read_records(path: &Path) -> Result<Option<Vec<IndexRecord>>> {
-    let bytes = match fs::read(path) {
+fn read_records(storage: &dyn Storage, path: &Path) -> Result<Option<Vec<IndexRecord>>> {
+    let bytes = match brook_storage::read(storage, path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(LogError::io(path)(e)),
@@ -261,25 +267,32 @@ fn read_records(path: &Path) -> Result<Option<Vec<IndexRecord>>> {
     ))
 }
 
-fn write_index(path: &Path, records: &[IndexRecord]) -> Result<()> {
+/// Replaces an index atomically: a crash while rebuilding leaves the old one or the new one,
+/// never a short index that a later recovery would trust.
+fn write_index(fs: &Fs<'_>, id: u64, records: &[IndexRecord]) -> Result<()> {
     let mut bytes =
         Vec::with_capacity(FILE_HEADER_LEN as usize + records.len() * INDEX_RECORD_LEN as usize);
     bytes.extend_from_slice(&INDEX_HEADER);
     for r in records {
         bytes.extend_from_slice(&r.to_bytes());
     }
-    let mut f = File::create(path).map_err(LogError::io(path))?;
-    f.write_all(&bytes).map_err(LogError::io(path))?;
-    f.sync_all().map_err(LogError::io(path))
+    let path = index_path(fs.dir, id);
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_owned();
+    brook_storage::write_atomically(fs.storage, fs.dir, &name, &bytes).map_err(LogError::io(&path))
 }
 
-fn open_segment(path: &Path, writable: bool) -> Result<(File, u64)> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(writable)
-        .open(path)
-        .map_err(LogError::io(path))?;
-    let len = file.metadata().map_err(LogError::io(path))?.len();
+fn open_segment(fs: &Fs<'_>, path: &Path, writable: bool) -> Result<(Box<dyn File>, u64)> {
+    let mode = if writable {
+        OpenMode::Append
+    } else {
+        OpenMode::Read
+    };
+    let file = fs.storage.open(path, mode).map_err(LogError::io(path))?;
+    let len = file.len().map_err(LogError::io(path))?;
     Ok((file, len))
 }
 
@@ -301,25 +314,26 @@ fn info_from(
 
 /// Repairs the last segment; returns its info and index records.
 fn recover_tail(
-    dir: &Path,
+    fs: &Fs<'_>,
     id: u64,
     report: &mut Recovery,
 ) -> Result<(SegmentInfo, Vec<IndexRecord>)> {
-    let seg_path = segment_path(dir, id);
-    let idx_path = index_path(dir, id);
-    let (file, len) = open_segment(&seg_path, true)?;
+    let seg_path = segment_path(fs.dir, id);
+    let idx_path = index_path(fs.dir, id);
+    let (mut file, len) = open_segment(fs, &seg_path, true)?;
     if len < FILE_HEADER_LEN {
         // Torn while being created: start it again.
         file.set_len(0).map_err(LogError::io(&seg_path))?;
-        file.write_all_at(&SEGMENT_HEADER, 0)
+        file.append(&[&SEGMENT_HEADER])
             .map_err(LogError::io(&seg_path))?;
-        write_index(&idx_path, &[])?;
+        file.sync_data().map_err(LogError::io(&seg_path))?;
+        write_index(fs, id, &[])?;
         report.truncated_bytes += len;
         return Ok((SegmentInfo::empty(id), Vec::new()));
     }
-    check_segment_header(&file, &seg_path)?;
+    check_segment_header(&*file, &seg_path)?;
 
-    let loaded = read_records(&idx_path)?;
+    let loaded = read_records(fs.storage, &idx_path)?;
     let had_index = loaded.is_some();
     let loaded = loaded.unwrap_or_default();
     let loaded_len = loaded.len();
@@ -341,7 +355,7 @@ fn recover_tail(
     // Newest first, drop records whose chunk is not whole and valid.
     let mut tail = None;
     while let Some(r) = records.last() {
-        match check_chunk(&file, u64::from(r.position), len) {
+        match check_chunk(&*file, u64::from(r.position), len) {
             Ok(h) if h.chunk_id == r.chunk_id => {
                 tail = Some((u64::from(r.position) + h.disk_len(), h.next_offset()));
                 break;
@@ -354,22 +368,22 @@ fn recover_tail(
     let dropped = (loaded_len - records.len()) as u64;
     let indexed = records.len();
     let (start, expected) = tail.unwrap_or((FILE_HEADER_LEN, id));
-    let (end, next_offset) = scan(&file, start, len, expected, &mut records);
+    let (end, next_offset) = scan(&*file, start, len, expected, &mut records);
     let added = (records.len() - indexed) as u64;
 
     if end < len {
-        check_not_mid_corruption(&file, end, len, next_offset, &seg_path)?;
+        check_not_mid_corruption(&*file, end, len, next_offset, &seg_path)?;
         tracing::warn!(
             segment = %seg_path.display(),
             "truncating {} bytes of torn or invalid tail at byte {end}",
             len - end
         );
         file.set_len(end).map_err(LogError::io(&seg_path))?;
-        file.sync_all().map_err(LogError::io(&seg_path))?;
+        file.sync_data().map_err(LogError::io(&seg_path))?;
         report.truncated_bytes += len - end;
     }
     if dropped > 0 || added > 0 || !had_index {
-        write_index(&idx_path, &records)?;
+        write_index(fs, id, &records)?;
         if !had_index {
             report.rebuilt_indexes.push(id);
         }
@@ -381,20 +395,20 @@ fn recover_tail(
 
 /// An invalid chunk at `pos` followed by a valid chunk is corruption, not a torn write.
 fn check_not_mid_corruption(
-    file: &File,
+    file: &dyn File,
     pos: u64,
     len: u64,
     next_offset: u64,
     path: &Path,
 ) -> Result<()> {
     let mut hdr = [0u8; HEADER_LEN];
-    if pos + HEADER_LEN as u64 > len || file.read_exact_at(&mut hdr, pos).is_err() {
+    if pos.saturating_add(HEADER_LEN as u64) > len || file.read_exact_at(&mut hdr, pos).is_err() {
         return Ok(());
     }
     let Ok(h) = ChunkHeader::parse(&hdr) else {
         return Ok(());
     };
-    let after = pos + h.disk_len();
+    let after = pos.saturating_add(h.disk_len());
     let reason = match check_chunk(file, pos, len) {
         Err(reason) => reason,
         Ok(h) => format!(
@@ -412,7 +426,7 @@ fn check_not_mid_corruption(
     }
 }
 
-fn check_segment_header(file: &File, path: &Path) -> Result<()> {
+fn check_segment_header(file: &dyn File, path: &Path) -> Result<()> {
     let mut hdr = [0u8; FILE_HEADER_LEN as usize];
     file.read_exact_at(&mut hdr, 0)
         .map_err(LogError::io(path))?;
@@ -425,18 +439,18 @@ fn check_segment_header(file: &File, path: &Path) -> Result<()> {
 }
 
 /// A sealed segment: trusted, but its index is rebuilt if missing or empty.
-fn load_sealed(dir: &Path, id: u64, report: &mut Recovery) -> Result<SegmentInfo> {
-    let seg_path = segment_path(dir, id);
-    let (file, len) = open_segment(&seg_path, false)?;
-    check_segment_header(&file, &seg_path)?;
-    let idx_path = index_path(dir, id);
-    if let Some(records) = read_records(&idx_path)?.filter(|r| !r.is_empty()) {
+fn load_sealed(fs: &Fs<'_>, id: u64, report: &mut Recovery) -> Result<SegmentInfo> {
+    let seg_path = segment_path(fs.dir, id);
+    let (file, len) = open_segment(fs, &seg_path, false)?;
+    check_segment_header(&*file, &seg_path)?;
+    let idx_path = index_path(fs.dir, id);
+    if let Some(records) = read_records(fs.storage, &idx_path)?.filter(|r| !r.is_empty()) {
         let last = records[records.len() - 1];
-        let h = read_header(&file, &seg_path, u64::from(last.position))?;
+        let h = read_header(&*file, &seg_path, u64::from(last.position))?;
         return Ok(info_from(id, &records, len, h.next_offset()));
     }
     let mut records = Vec::new();
-    let (end, next_offset) = scan(&file, FILE_HEADER_LEN, len, id, &mut records);
+    let (end, next_offset) = scan(&*file, FILE_HEADER_LEN, len, id, &mut records);
     if end < len {
         return Err(LogError::Corrupt {
             path: seg_path,
@@ -444,14 +458,14 @@ fn load_sealed(dir: &Path, id: u64, report: &mut Recovery) -> Result<SegmentInfo
             reason: "invalid chunk in a sealed segment whose index is missing".into(),
         });
     }
-    write_index(&idx_path, &records)?;
+    write_index(fs, id, &records)?;
     report.rebuilt_indexes.push(id);
     Ok(info_from(id, &records, len, next_offset))
 }
 
 /// Tracking = the last segment's snapshot, then its deltas and user-chunk trailers in order.
 fn recover_tracking(
-    dir: &Path,
+    fs: &Fs<'_>,
     segments: &[SegmentInfo],
     records: &[IndexRecord],
     report: &mut Recovery,
@@ -460,13 +474,13 @@ fn recover_tracking(
     let Some(last) = segments.last() else {
         return Ok(tracking);
     };
-    let path = segment_path(dir, last.first_chunk_id);
-    let (file, len) = open_segment(&path, false)?;
+    let path = segment_path(fs.dir, last.first_chunk_id);
+    let (file, len) = open_segment(fs, &path, false)?;
     for r in records {
         let pos = u64::from(r.position);
-        let h = read_header(&file, &path, pos)?;
+        let h = read_header(&*file, &path, pos)?;
         // Sizes come from disk: never allocate for a chunk that does not fit the file.
-        if pos + h.disk_len() > len {
+        if pos.saturating_add(h.disk_len()) > len {
             return Err(LogError::BadChunk {
                 path: path.clone(),
                 position: pos,
@@ -476,15 +490,19 @@ fn recover_tracking(
         let data_at = pos + HEADER_LEN as u64 + u64::from(h.bloom_size);
         let result = match h.chunk_type {
             ChunkType::User if h.trailer_len > 0 => {
-                let mut trailer = vec![0u8; h.trailer_len as usize];
-                file.read_exact_at(&mut trailer, data_at + u64::from(h.data_len))
-                    .map_err(LogError::io(&path))?;
+                let mut trailer = Vec::new();
+                file.read_into(
+                    data_at + u64::from(h.data_len),
+                    h.trailer_len as usize,
+                    &mut trailer,
+                )
+                .map_err(LogError::io(&path))?;
                 tracking.apply_deltas(h.chunk_id, &trailer)
             }
             ChunkType::User => Ok(()),
             kind => {
-                let mut data = vec![0u8; h.data_len as usize];
-                file.read_exact_at(&mut data, data_at)
+                let mut data = Vec::new();
+                file.read_into(data_at, h.data_len as usize, &mut data)
                     .map_err(LogError::io(&path))?;
                 // One simple entry holding the records.
                 match chunk::entries(&data).next() {
@@ -505,7 +523,7 @@ fn recover_tracking(
 }
 
 fn find_last_user_chunk(
-    dir: &Path,
+    fs: &Fs<'_>,
     segments: &[SegmentInfo],
     last_records: &[IndexRecord],
 ) -> Result<Option<Position>> {
@@ -521,7 +539,7 @@ fn find_last_user_chunk(
         }));
     }
     for seg in segments.iter().rev().skip(1) {
-        let index = IndexFile::open(index_path(dir, seg.first_chunk_id))?;
+        let index = IndexFile::open(fs.storage, index_path(fs.dir, seg.first_chunk_id))?;
         for i in (0..seg.chunks).rev() {
             let r = index.record(i)?;
             if r.chunk_type == user {

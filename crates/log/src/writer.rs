@@ -1,18 +1,17 @@
 //! The writing side of a log: appends chunks, rolls segments, applies retention, and publishes
 //! committed state to readers. One `Log` per stream, owned by that stream's writer.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{IoSlice, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use brook_protocol::chunk::{self, ChunkHeader, ChunkType};
+use brook_storage::{File, OpenMode, SharedStorage, Storage};
 
 use crate::error::{LogError, Result};
 use crate::format::{
     FILE_HEADER_LEN, INDEX_HEADER, IndexRecord, MAX_SEGMENT_BYTES, SEGMENT_HEADER, index_path,
-    segment_path, sync_dir, write_all_vectored,
+    segment_path, sync_dir,
 };
 use crate::reader::{LogReader, Position, SegmentInfo, Shared, View};
 use crate::recovery::{self, Recovery};
@@ -73,13 +72,14 @@ pub struct RetentionReport {
 /// The writer of one stream's log.
 #[derive(Debug)]
 pub struct Log {
+    storage: SharedStorage,
     dir: PathBuf,
     config: LogConfig,
     shared: Arc<Shared>,
     /// The writer's segment list; readers see it as of the last commit.
     segments: Vec<SegmentInfo>,
-    segment_file: File,
-    index_file: File,
+    segment_file: Box<dyn File>,
+    index_file: Box<dyn File>,
     last_timestamp: i64,
     last_user_chunk: Option<Position>,
     tracking: Tracking,
@@ -104,9 +104,9 @@ pub(crate) fn now_ms() -> i64 {
 impl Log {
     /// Opens (or creates) the log in `dir`, repairing a torn tail. See [`Recovery`] for what
     /// was repaired.
-    pub fn open(dir: &Path, config: LogConfig) -> Result<(Log, Recovery)> {
-        fs::create_dir_all(dir).map_err(LogError::io(dir))?;
-        let recovered = recovery::recover(dir)?;
+    pub fn open(storage: SharedStorage, dir: &Path, config: LogConfig) -> Result<(Log, Recovery)> {
+        storage.create_dir_all(dir).map_err(LogError::io(dir))?;
+        let recovered = recovery::recover(&*storage, dir)?;
         let last = recovered
             .segments
             .last()
@@ -114,9 +114,9 @@ impl Log {
         let mut segments = recovered.segments;
         let (segment_file, index_file) = if segments.is_empty() {
             segments.push(SegmentInfo::empty(0));
-            create_segment_files(dir, 0)?
+            create_segment_files(&*storage, dir, 0)?
         } else {
-            open_for_append(dir, last)?
+            open_for_append(&*storage, dir, last)?
         };
         let last_user_chunk = recovered.last_user_chunk;
         let view = View {
@@ -125,9 +125,10 @@ impl Log {
             deleted: false,
         };
         let log = Log {
+            shared: Arc::new(Shared::new(storage.clone(), dir.to_owned(), view)),
+            storage,
             dir: dir.to_owned(),
             config,
-            shared: Arc::new(Shared::new(dir.to_owned(), view)),
             segments,
             segment_file,
             index_file,
@@ -218,12 +219,18 @@ impl Log {
         self.write_chunk(kind, 1, 1, &[], &[&len, body], &[])
     }
 
-    /// Makes everything appended so far durable (fdatasync of segment and index).
+    /// Makes everything appended so far durable: fdatasync of the active segment and index.
+    /// Older segments were synced when they were sealed, and every file's directory entry when
+    /// it was created. A failure is [`LogError::Sync`]: what was written since the last good
+    /// sync may be lost, whatever later syncs say.
     pub fn sync(&mut self) -> Result<()> {
-        let seg = segment_path(&self.dir, self.active().first_chunk_id);
-        self.segment_file.sync_data().map_err(LogError::io(&seg))?;
-        let idx = index_path(&self.dir, self.active().first_chunk_id);
-        self.index_file.sync_data().map_err(LogError::io(&idx))
+        let first = self.active().first_chunk_id;
+        let sync = |file: &dyn File, path: PathBuf| {
+            file.sync_data()
+                .map_err(|source| LogError::Sync { path, source })
+        };
+        sync(&*self.segment_file, segment_path(&self.dir, first))?;
+        sync(&*self.index_file, index_path(&self.dir, first))
     }
 
     /// Publishes everything appended so far to readers.
@@ -252,8 +259,13 @@ impl Log {
         let full = active.size >= self.config.max_segment_bytes.min(MAX_SEGMENT_BYTES)
             || active.chunks >= self.config.max_segment_chunks;
         if full && active.chunks > 0 {
+            // Recovery trusts sealed segments, so one must be whole on disk before a later
+            // segment can exist: otherwise a power cut could leave a hole in the middle of the
+            // log. One fdatasync per segment (500 MB by default), whatever the durability.
+            self.sync()?;
             let first = self.next_offset();
-            let (segment_file, index_file) = create_segment_files(&self.dir, first)?;
+            let (segment_file, index_file) =
+                create_segment_files(&*self.storage, &self.dir, first)?;
             self.segment_file = segment_file;
             self.index_file = index_file;
             self.segments.push(SegmentInfo::empty(first));
@@ -311,11 +323,11 @@ impl Log {
             bloom_size: bloom.len() as u8,
         };
         let header_bytes = header.to_bytes();
-        let mut slices = Vec::with_capacity(data.len() + 3);
-        slices.push(IoSlice::new(&header_bytes));
-        slices.push(IoSlice::new(bloom));
-        slices.extend(data.iter().map(|d| IoSlice::new(d)));
-        slices.push(IoSlice::new(trailer));
+        let mut slices: Vec<&[u8]> = Vec::with_capacity(data.len() + 3);
+        slices.push(&header_bytes);
+        slices.push(bloom);
+        slices.extend_from_slice(data);
+        slices.push(trailer);
         let record = IndexRecord {
             chunk_id,
             timestamp,
@@ -324,11 +336,13 @@ impl Log {
             chunk_type: chunk_type as u8,
         };
         let first = self.active().first_chunk_id;
-        let written = write_all_vectored(&mut self.segment_file, &mut slices)
+        let written = self
+            .segment_file
+            .append(&slices)
             .map_err(LogError::io(segment_path(&self.dir, first)))
             .and_then(|()| {
                 self.index_file
-                    .write_all(&record.to_bytes())
+                    .append(&[&record.to_bytes()])
                     .map_err(LogError::io(index_path(&self.dir, first)))
             });
         if let Err(e) = written {
@@ -359,10 +373,9 @@ impl Log {
     fn roll_back(&mut self, position: u64) {
         let records = self.active().chunks;
         let index_len = FILE_HEADER_LEN + records * crate::format::INDEX_RECORD_LEN;
+        // Both files append, so after the cut the next write lands right there.
         let ok = self.segment_file.set_len(position).is_ok()
-            && self.segment_file.seek(SeekFrom::Start(position)).is_ok()
-            && self.index_file.set_len(index_len).is_ok()
-            && self.index_file.seek(SeekFrom::Start(index_len)).is_ok();
+            && self.index_file.set_len(index_len).is_ok();
         if !ok {
             tracing::error!(dir = %self.dir.display(), "could not roll back a failed write; log is now read-only");
             self.poisoned = true;
@@ -385,7 +398,10 @@ impl Log {
             }
         }
         if let Some(max_age) = self.config.retention.max_age {
-            let cutoff = now_ms.saturating_sub(max_age.as_millis() as i64);
+            // A max-age beyond the representable range keeps everything; it must never wrap
+            // into a cutoff in the future.
+            let age = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+            let cutoff = now_ms.saturating_sub(age);
             let mut i = delete;
             while i < sealed && self.segments[i].last_timestamp.is_none_or(|t| t < cutoff) {
                 i += 1;
@@ -411,7 +427,7 @@ impl Log {
                 index_path(&self.dir, seg.first_chunk_id),
                 segment_path(&self.dir, seg.first_chunk_id),
             ] {
-                match fs::remove_file(&path) {
+                match self.storage.remove_file(&path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(LogError::io(&path)(e)),
@@ -430,40 +446,43 @@ impl Log {
         Ok(report)
     }
 
-    /// Deletes the log and everything in its directory. Readers get [`LogError::Deleted`].
-    pub fn delete(self) -> Result<()> {
+    /// Closes the log for good: readers get [`LogError::Deleted`]. The files are left to whoever
+    /// owns the directory (the broker renames it away before removing it, so a crash in the
+    /// middle never leaves half a stream that looks whole).
+    pub fn close_deleted(self) {
         self.shared.write().deleted = true;
-        let dir = self.dir.clone();
-        drop(self);
-        fs::remove_dir_all(&dir).map_err(LogError::io(&dir))
     }
 }
 
-pub(crate) fn create_segment_files(dir: &Path, first_chunk_id: u64) -> Result<(File, File)> {
-    let create = |path: PathBuf, header: &[u8]| -> Result<File> {
-        let mut f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)
+pub(crate) fn create_segment_files(
+    storage: &dyn Storage,
+    dir: &Path,
+    first_chunk_id: u64,
+) -> Result<(Box<dyn File>, Box<dyn File>)> {
+    let create = |path: PathBuf, header: &[u8]| -> Result<Box<dyn File>> {
+        let mut f = storage
+            .open(&path, OpenMode::Create)
             .map_err(LogError::io(&path))?;
-        f.write_all(header).map_err(LogError::io(&path))?;
+        f.append(&[header]).map_err(LogError::io(&path))?;
+        // A header lost in a power cut would make the file unrecognisable to recovery.
+        f.sync_data().map_err(LogError::io(&path))?;
         Ok(f)
     };
     let seg = create(segment_path(dir, first_chunk_id), &SEGMENT_HEADER)?;
     let idx = create(index_path(dir, first_chunk_id), &INDEX_HEADER)?;
-    sync_dir(dir)?;
+    sync_dir(storage, dir)?;
     Ok((seg, idx))
 }
 
-fn open_for_append(dir: &Path, first_chunk_id: u64) -> Result<(File, File)> {
-    let open = |path: PathBuf| -> Result<File> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(LogError::io(&path))?;
-        f.seek(SeekFrom::End(0)).map_err(LogError::io(&path))?;
-        Ok(f)
+fn open_for_append(
+    storage: &dyn Storage,
+    dir: &Path,
+    first_chunk_id: u64,
+) -> Result<(Box<dyn File>, Box<dyn File>)> {
+    let open = |path: PathBuf| -> Result<Box<dyn File>> {
+        storage
+            .open(&path, OpenMode::Append)
+            .map_err(LogError::io(&path))
     };
     Ok((
         open(segment_path(dir, first_chunk_id))?,

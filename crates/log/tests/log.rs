@@ -9,6 +9,7 @@ use std::time::Duration;
 use brook_log::format::{index_path, segment_path};
 use brook_log::{Log, LogConfig, LogError, ReadChunk, Retention, Seek, UserChunk};
 use brook_protocol::chunk::{ChunkType, ChunkView, encode_simple_entries};
+use brook_storage::disk;
 
 fn golden_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden"))
@@ -70,7 +71,7 @@ fn amqp(body: &[u8]) -> Vec<u8> {
 fn opens_the_golden_osiris_stream() {
     let dir = tempfile::tempdir().unwrap();
     copy_golden(dir.path());
-    let (log, recovery) = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let (log, recovery) = Log::open(disk(), dir.path(), LogConfig::default()).unwrap();
     assert!(recovery.is_clean(), "{recovery}");
     assert_eq!(log.next_offset(), 16);
     assert_eq!(log.tracking().offset("golden-consumer"), Some(5));
@@ -115,7 +116,7 @@ fn opens_the_golden_osiris_stream() {
 #[test]
 fn writes_the_osiris_format_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let (mut log, _) = Log::open(disk(), dir.path(), LogConfig::default()).unwrap();
     let first: Vec<Vec<u8>> = (0..10)
         .map(|i| amqp(format!("hello-{i}").as_bytes()))
         .collect();
@@ -151,7 +152,7 @@ fn writes_the_osiris_format_byte_for_byte() {
 #[test]
 fn appends_survive_reopen_and_only_committed_chunks_are_read() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let (mut log, _) = Log::open(disk(), dir.path(), LogConfig::default()).unwrap();
     let reader = log.reader();
     assert_eq!(reader.stats().first_chunk_id, None);
     assert_eq!(reader.resolve(Seek::First).unwrap().chunk_id, 0);
@@ -177,7 +178,7 @@ fn appends_survive_reopen_and_only_committed_chunks_are_read() {
     assert_eq!(out[0].header.chunk_id, 2);
     drop(log);
 
-    let (log, recovery) = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let (log, recovery) = Log::open(disk(), dir.path(), LogConfig::default()).unwrap();
     assert!(recovery.is_clean(), "{recovery}");
     assert_eq!(log.next_offset(), 3);
     assert_eq!(log.tracking().sequence("p"), Some(7));
@@ -191,7 +192,7 @@ fn appends_survive_reopen_and_only_committed_chunks_are_read() {
 #[test]
 fn cursor_reads_chunks_larger_than_its_buffer() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let (mut log, _) = Log::open(disk(), dir.path(), LogConfig::default()).unwrap();
     let big = vec![7u8; 100_000];
     append(&mut log, &[&big], &[]);
     append(&mut log, &[b"x"], &[]);
@@ -214,7 +215,7 @@ fn small_segments() -> LogConfig {
 #[test]
 fn segments_roll_with_tracking_snapshots_and_recover() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), small_segments()).unwrap();
+    let (mut log, _) = Log::open(disk(), dir.path(), small_segments()).unwrap();
     log.store_offset("consumer", 1);
     log.flush_tracking().unwrap();
     log.commit();
@@ -225,7 +226,7 @@ fn segments_roll_with_tracking_snapshots_and_recover() {
     assert!(stats.segments > 3, "{stats:?}");
     drop(log);
 
-    let (log, recovery) = Log::open(dir.path(), small_segments()).unwrap();
+    let (log, recovery) = Log::open(disk(), dir.path(), small_segments()).unwrap();
     assert!(recovery.is_clean(), "{recovery}");
     assert_eq!(log.tracking().offset("consumer"), Some(1));
     assert_eq!(log.tracking().sequence("producer"), Some(19));
@@ -260,7 +261,7 @@ fn retention_by_bytes_deletes_whole_old_segments_and_cursors_continue() {
         },
         ..small_segments()
     };
-    let (mut log, _) = Log::open(dir.path(), config).unwrap();
+    let (mut log, _) = Log::open(disk(), dir.path(), config).unwrap();
     append(&mut log, &[&[0u8; 100]], &[]);
     let reader = log.reader();
     let mut early = reader.cursor(Seek::First).unwrap();
@@ -297,7 +298,7 @@ fn retention_by_age_trims_an_idle_stream() {
         },
         ..small_segments()
     };
-    let (mut log, _) = Log::open(dir.path(), config).unwrap();
+    let (mut log, _) = Log::open(disk(), dir.path(), config).unwrap();
     for i in 0..10u8 {
         append(&mut log, &[&[i; 100]], &[]);
     }
@@ -324,7 +325,7 @@ fn brook_log_now() -> i64 {
 /// A log with three chunks of one message each; returns (dir, segment length after each chunk).
 fn three_chunks() -> (tempfile::TempDir, Vec<u64>) {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let (mut log, _) = Log::open(disk(), dir.path(), LogConfig::default()).unwrap();
     let mut ends = Vec::new();
     for m in [&b"one"[..], b"two", b"three"] {
         append(&mut log, &[m], &[("p", ends.len() as u64)]);
@@ -334,7 +335,7 @@ fn three_chunks() -> (tempfile::TempDir, Vec<u64>) {
 }
 
 fn reopen_messages(dir: &Path) -> (Vec<Vec<u8>>, brook_log::Recovery, u64) {
-    let (mut log, recovery) = Log::open(dir, LogConfig::default()).unwrap();
+    let (mut log, recovery) = Log::open(disk(), dir, LogConfig::default()).unwrap();
     let msgs = user_messages(&read_all(&log.reader(), Seek::First))
         .into_iter()
         .map(|(_, m)| m)
@@ -431,7 +432,7 @@ fn corruption_in_the_middle_is_reported_not_skipped() {
     fs::write(&path, &bytes).unwrap();
     // The index is gone too, so recovery must scan and meets the bad chunk before good ones.
     fs::remove_file(index_path(dir.path(), 0)).unwrap();
-    let err = Log::open(dir.path(), LogConfig::default()).unwrap_err();
+    let err = Log::open(disk(), dir.path(), LogConfig::default()).unwrap_err();
     assert!(
         matches!(err, LogError::Corrupt { position, .. } if position == ends[0]),
         "{err}"
@@ -443,7 +444,7 @@ fn corruption_in_the_middle_is_reported_not_skipped() {
 #[test]
 fn empty_segment_after_a_roll_is_removed() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut log, _) = Log::open(dir.path(), small_segments()).unwrap();
+    let (mut log, _) = Log::open(disk(), dir.path(), small_segments()).unwrap();
     log.store_offset("c", 3);
     for i in 0..6u8 {
         append(&mut log, &[&[i; 100]], &[]);
@@ -453,7 +454,7 @@ fn empty_segment_after_a_roll_is_removed() {
     // A crash right after creating the next segment, before its snapshot was written.
     fs::write(segment_path(dir.path(), next), b"OSIL\0\0\0\x01").unwrap();
     fs::write(index_path(dir.path(), next), b"OSII\0\0\0\x01").unwrap();
-    let (log, recovery) = Log::open(dir.path(), small_segments()).unwrap();
+    let (log, recovery) = Log::open(disk(), dir.path(), small_segments()).unwrap();
     assert_eq!(recovery.removed_files.len(), 2, "{recovery}");
     assert_eq!(log.next_offset(), next);
     assert_eq!(log.tracking().offset("c"), Some(3));

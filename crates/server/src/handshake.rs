@@ -71,6 +71,7 @@ impl Handshake {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn is_open(&self) -> bool {
         self.stage == Stage::Open
     }

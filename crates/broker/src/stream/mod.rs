@@ -1,0 +1,153 @@
+//! One stream: its log, and the writer that owns it.
+//!
+//! All writes to a stream go through one writer, as in osiris: whatever publishes and stored
+//! offsets are queued while it writes become the next chunk, so chunk formation follows the
+//! load (one write syscall for many messages under load, low latency when idle), deduplication
+//! sees publishes in one order, and a QueryOffset queued after a StoreOffset sees it.
+//!
+//! The writer is three layers, openraft-style: [`core`] decides (deduplication, chunk
+//! boundaries, which confirms a commit releases, what a failure fences) without any I/O;
+//! [`writer`] executes those decisions against the log, synchronously; [`task`] is the async
+//! shell that batches commands, runs the writer on a blocking thread (file I/O and fsync never
+//! run on the async workers) and routes what comes out to connections.
+
+pub(crate) mod core;
+pub(crate) mod task;
+pub(crate) mod writer;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use brook_log::LogReader;
+use brook_protocol::Publish;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::args::StreamArgs;
+use crate::budget::Charge;
+use crate::outgoing::{ControlEvent, ControlSender, OutgoingSender};
+
+/// Where confirms for one publisher go.
+#[derive(Debug, Clone)]
+pub(crate) struct ConfirmTarget {
+    pub outgoing: OutgoingSender,
+    pub publisher_id: u8,
+    /// Cleared when the publisher is deleted: confirms of its late writes are dropped, so a
+    /// re-declared publisher with the same id never sees them.
+    pub alive: Arc<AtomicBool>,
+}
+
+/// A Publish frame for the writer.
+#[derive(Debug)]
+pub(crate) struct PublishCmd {
+    pub publish: Publish,
+    /// Only the first `take` entries are written (the rest failed validation).
+    pub take: usize,
+    pub reference: Option<Arc<str>>,
+    pub target: ConfirmTarget,
+    /// The stream's publisher epoch when the publisher was declared (see [`StreamState`]).
+    pub epoch: u64,
+    /// The frame's charge on its connection's budget, returned when its confirms are written.
+    pub charge: Charge,
+}
+
+#[derive(Debug)]
+pub(crate) enum Command {
+    Publish(PublishCmd),
+    StoreOffset {
+        reference: String,
+        offset: u64,
+        /// Held until the writer has taken the offset: a client storing offsets faster than
+        /// they are written is slowed down, not buffered.
+        _charge: Charge,
+    },
+    QueryOffset {
+        reference: String,
+        reply: oneshot::Sender<Option<u64>>,
+    },
+    QuerySequence {
+        reference: String,
+        reply: oneshot::Sender<u64>,
+    },
+    /// Flush, sync, and stop.
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+    /// Stop and delete the log's files.
+    Delete {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// What a stream's writer task shares with the rest of the broker.
+#[derive(Debug, Default)]
+pub(crate) struct StreamState {
+    /// Connections that used this stream and must hear of its deletion or of fenced publishers.
+    watchers: Mutex<HashMap<u64, ControlSender>>,
+    /// Publishers are declared with the current value; a failed write raises it, and the
+    /// writer refuses publishes from publishers declared before.
+    publisher_epoch: AtomicU64,
+}
+
+impl StreamState {
+    fn watchers(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ControlSender>> {
+        // Plain inserts and removes: a panic elsewhere cannot leave the map inconsistent.
+        self.watchers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn publisher_epoch(&self) -> u64 {
+        self.publisher_epoch.load(Ordering::Acquire)
+    }
+
+    /// Tells every watcher, and forgets them all (the stream is gone).
+    pub(crate) fn notify_all(&self, event: &ControlEvent) {
+        for (_, control) in self.watchers().drain() {
+            let _ = control.send(event.clone());
+        }
+    }
+
+    /// Raises the publisher epoch and tells every watcher to drop older publishers.
+    pub(crate) fn fence(&self, stream: &str, epoch: u64) {
+        self.publisher_epoch.fetch_max(epoch, Ordering::AcqRel);
+        let event = ControlEvent::PublishersFenced {
+            stream: stream.to_owned(),
+            epoch,
+        };
+        for control in self.watchers().values() {
+            let _ = control.send(event.clone());
+        }
+    }
+}
+
+/// A stream as the rest of the broker sees it.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    pub name: String,
+    pub args: StreamArgs,
+    pub dir: PathBuf,
+    pub reader: LogReader,
+    pub commands: mpsc::UnboundedSender<Command>,
+    /// The committed next offset; changes wake consumers waiting at the tail.
+    pub committed: watch::Receiver<u64>,
+    pub state: Arc<StreamState>,
+}
+
+impl Stream {
+    pub(crate) fn watch(&self, conn: u64, control: &ControlSender) {
+        self.state
+            .watchers()
+            .entry(conn)
+            .or_insert_with(|| control.clone());
+    }
+
+    pub(crate) fn unwatch(&self, conn: u64) {
+        self.state.watchers().remove(&conn);
+    }
+
+    pub(crate) fn send(&self, cmd: Command) -> Result<(), crate::Error> {
+        self.commands.send(cmd).map_err(|_| {
+            crate::Error::StreamNotAvailable(self.name.clone(), "writer stopped".into())
+        })
+    }
+}

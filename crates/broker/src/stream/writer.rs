@@ -1,0 +1,164 @@
+//! The stream writer's I/O: carries out the [`Core`]'s decisions against the log. Synchronous
+//! (the task runs it on a blocking thread), so tests drive it directly on a simulated disk.
+
+use std::time::Instant;
+
+use brook_log::{Log, LogError, UserChunk};
+
+use super::Command;
+use super::core::{AppendFailure, ChunkSink, Core, Reply, Step};
+
+/// The log as the core's sink.
+struct Sink<'a>(&'a mut Log);
+
+impl ChunkSink for Sink<'_> {
+    fn stored_sequence(&self, reference: &str) -> Option<u64> {
+        self.0.tracking().sequence(reference)
+    }
+
+    fn append(&mut self, chunk: &UserChunk<'_>) -> Result<(), AppendFailure> {
+        self.0.append_user(chunk).map(|_| ()).map_err(|e| {
+            tracing::error!(dir = %self.0.dir().display(), "write failed: {e}");
+            failure_of(&e)
+        })
+    }
+}
+
+fn failure_of(e: &LogError) -> AppendFailure {
+    match e {
+        LogError::Sync { .. } | LogError::Poisoned => AppendFailure::Broken,
+        _ => AppendFailure::RolledBack,
+    }
+}
+
+/// What a step of the writer produced, for the task to route.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    pub replies: Vec<Reply>,
+    /// The new committed next offset, if readers may see more.
+    pub committed: Option<u64>,
+    /// The publisher epoch after this step.
+    pub fence: u64,
+    /// When a group commit must sync.
+    pub sync_at: Option<Instant>,
+}
+
+/// A stream's log and the writer's state.
+#[derive(Debug)]
+pub(crate) struct StreamWriter {
+    log: Log,
+    core: Core,
+}
+
+impl StreamWriter {
+    pub(crate) fn new(log: Log, core: Core) -> Self {
+        Self { log, core }
+    }
+
+    /// Handles a batch: everything queued while the previous one was written. Shutdown and
+    /// Delete are the task's; they are ignored here.
+    pub(crate) fn handle(&mut self, commands: Vec<Command>, now: Instant) -> Outcome {
+        for cmd in commands {
+            match cmd {
+                Command::Publish(p) => self.core.publish(p, &mut Sink(&mut self.log)),
+                Command::StoreOffset {
+                    reference, offset, ..
+                } => {
+                    self.log.store_offset(&reference, offset);
+                }
+                Command::QueryOffset { reference, reply } => {
+                    let _ = reply.send(self.log.tracking().offset(&reference));
+                }
+                Command::QuerySequence { reference, reply } => {
+                    let seq = self.core.sequence(&reference, &Sink(&mut self.log));
+                    let _ = reply.send(seq.unwrap_or(0));
+                }
+                Command::Shutdown { .. } | Command::Delete { .. } => {}
+            }
+        }
+        let step = self.core.end_batch(&mut Sink(&mut self.log), now);
+        let step = self.flush_tracking(now).unwrap_or(step);
+        self.advance(step, now)
+    }
+
+    /// Stored offsets that no user chunk carried go into a tracking chunk of their own.
+    /// Returns the new step if one was written.
+    fn flush_tracking(&mut self, now: Instant) -> Option<Step> {
+        if self.core.is_broken() || !self.log.has_pending_tracking() {
+            return None;
+        }
+        match self.log.flush_tracking() {
+            Ok(_) => self.core.appended_tracking(),
+            Err(e) => {
+                // The offsets stay pending and go with the next write.
+                tracing::error!(dir = %self.log.dir().display(), "writing stored offsets: {e}");
+                if failure_of(&e) == AppendFailure::Broken {
+                    self.core.log_broken();
+                }
+            }
+        }
+        Some(self.core.step(now))
+    }
+
+    /// The group commit's timer fired.
+    pub(crate) fn sync_due(&mut self, now: Instant) -> Outcome {
+        let step = self.core.step(now);
+        self.advance(step, now)
+    }
+
+    fn advance(&mut self, mut step: Step, now: Instant) -> Outcome {
+        let mut outcome = Outcome::default();
+        if step == Step::Sync {
+            let result = self.log.sync();
+            if let Err(e) = &result {
+                tracing::error!(dir = %self.log.dir().display(),
+                    "fdatasync failed, the stream refuses writes until restart: {e}");
+            }
+            step = self.core.synced(result.is_ok(), now);
+        }
+        match step {
+            Step::Commit => {
+                self.log.commit();
+                self.core.commit();
+                outcome.committed = Some(self.log.next_offset());
+            }
+            Step::SyncAt(at) => outcome.sync_at = Some(at),
+            Step::Idle | Step::Sync => {}
+        }
+        outcome.replies = self.core.take_replies();
+        outcome.fence = self.core.fence();
+        outcome
+    }
+
+    /// Applies retention (`now_ms`: wall clock, as chunk timestamps are).
+    pub(crate) fn enforce_retention(&mut self, now_ms: i64) {
+        if let Err(e) = self.log.enforce_retention(now_ms) {
+            tracing::warn!(dir = %self.log.dir().display(), "retention: {e}");
+        }
+    }
+
+    /// Writes and syncs what is queued, for a clean stop.
+    pub(crate) fn finish(&mut self, now: Instant) -> Outcome {
+        let mut outcome = self.handle(Vec::new(), now);
+        if self.core.is_broken() {
+            return outcome;
+        }
+        let step = match self.log.sync() {
+            Ok(()) => self.core.synced(true, now),
+            Err(e) => {
+                tracing::error!(dir = %self.log.dir().display(), "final fdatasync failed: {e}");
+                self.core.synced(false, now)
+            }
+        };
+        let more = self.advance(step, now);
+        outcome.replies.extend(more.replies);
+        outcome.committed = more.committed.or(outcome.committed);
+        outcome.fence = more.fence;
+        outcome
+    }
+
+    /// Closes the log of a deleted stream (the registry removes its directory).
+    pub(crate) fn delete(self) {
+        self.log.close_deleted();
+    }
+}

@@ -1,0 +1,345 @@
+//! The commands of an open connection, one function each.
+
+use std::sync::atomic::Ordering;
+
+use brook_broker::{Charge, Outgoing, Session};
+use brook_protocol::{
+    BrokerEndpoint, CommandVersion, CreditResponse, ExchangeCommandVersions,
+    ExchangeCommandVersionsResponse, Frame, MetadataResponse, PartitionsResponse,
+    QueryOffsetResponse, QueryPublisherSequenceResponse, Response, ResponseCode, RouteResponse,
+    SaslAuthenticate, SaslAuthenticateResponse, StreamMetadata, StreamStatsResponse, Subscribe,
+    keys,
+};
+use tokio::io::AsyncRead;
+
+use super::{ConnError, Connection, Flow};
+use crate::handshake::authenticate;
+
+/// A plain response for a broker result.
+fn response(correlation_id: u32, r: Result<(), brook_broker::Error>) -> Response {
+    Response {
+        correlation_id,
+        code: code_of(&r),
+    }
+}
+
+/// The response code for a broker result.
+fn code_of<T>(r: &Result<T, brook_broker::Error>) -> ResponseCode {
+    r.as_ref().err().map_or(ResponseCode::OK, |e| e.code())
+}
+
+impl<R: AsyncRead + Unpin> Connection<R> {
+    /// Handles one frame. `charge` is the frame's share of the budget: a Publish (or
+    /// StoreOffset) keeps it until it is done with; every other request gives it back before
+    /// its response is charged.
+    pub(super) async fn dispatch(
+        &mut self,
+        session: &mut Session,
+        frame: Frame,
+        charge: Charge,
+    ) -> Result<Flow, ConnError> {
+        let reply = match frame {
+            Frame::Publish(p) => {
+                session.publish(p, charge);
+                return Ok(Flow::Continue);
+            }
+            Frame::StoreOffset(c) => {
+                session.store_offset(&c.reference, &c.stream, c.offset, charge);
+                return Ok(Flow::Continue);
+            }
+            frame => {
+                drop(charge);
+                match self.reply(session, frame).await? {
+                    Ok(reply) => reply,
+                    Err(flow) => return Ok(flow),
+                }
+            }
+        };
+        if let Some(reply) = reply {
+            self.send(reply).await?;
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// The response to a request (`None`: none is due), or how the connection goes on.
+    async fn reply(
+        &mut self,
+        session: &mut Session,
+        frame: Frame,
+    ) -> Result<Result<Option<Frame>, Flow>, ConnError> {
+        let broker = self.ctx.broker.clone();
+        let reply = match frame {
+            Frame::Heartbeat(_) | Frame::CloseResponse(_) => None,
+            Frame::Credit(c) => session.credit(c.subscription_id, c.credit).err().map(|e| {
+                Frame::CreditResponse(CreditResponse {
+                    code: e.code(),
+                    subscription_id: c.subscription_id,
+                })
+            }),
+            Frame::DeclarePublisher(c) => Some(Frame::DeclarePublisherResponse(response(
+                c.correlation_id,
+                session.declare_publisher(c.publisher_id, &c.reference, &c.stream),
+            ))),
+            Frame::DeletePublisher(c) => Some(Frame::DeletePublisherResponse(response(
+                c.correlation_id,
+                session.delete_publisher(c.publisher_id),
+            ))),
+            Frame::QueryPublisherSequence(c) => {
+                let r = session
+                    .query_publisher_sequence(&c.reference, &c.stream)
+                    .await;
+                Some(Frame::QueryPublisherSequenceResponse(
+                    QueryPublisherSequenceResponse {
+                        correlation_id: c.correlation_id,
+                        code: code_of(&r),
+                        sequence: r.unwrap_or(0),
+                    },
+                ))
+            }
+            Frame::Subscribe(c) => {
+                self.subscribe(session, c).await?;
+                None
+            }
+            Frame::Unsubscribe(c) => Some(Frame::UnsubscribeResponse(response(
+                c.correlation_id,
+                session.unsubscribe(c.subscription_id),
+            ))),
+            Frame::QueryOffset(c) => {
+                let r = session.query_offset(&c.reference, &c.stream).await;
+                Some(Frame::QueryOffsetResponse(QueryOffsetResponse {
+                    correlation_id: c.correlation_id,
+                    code: code_of(&r),
+                    offset: r.unwrap_or(0),
+                }))
+            }
+            Frame::Create(c) => Some(Frame::CreateResponse(response(
+                c.correlation_id,
+                broker.create_stream(&c.stream, &c.arguments).await,
+            ))),
+            Frame::Delete(c) => Some(Frame::DeleteResponse(response(
+                c.correlation_id,
+                broker.delete_stream(&c.stream).await,
+            ))),
+            Frame::Metadata(c) => Some(Frame::MetadataResponse(self.metadata(
+                session,
+                c.correlation_id,
+                c.streams,
+            ))),
+            Frame::StreamStats(c) => Some(Frame::StreamStatsResponse(stream_stats(
+                session,
+                c.correlation_id,
+                &c.stream,
+            ))),
+            Frame::ExchangeCommandVersions(c) => Some(self.exchange_command_versions(c)),
+            Frame::SaslAuthenticate(a) => return self.reauthenticate(a).await.map(Err),
+            Frame::Close(c) => {
+                self.send(Frame::CloseResponse(Response {
+                    correlation_id: c.correlation_id,
+                    code: ResponseCode::OK,
+                }))
+                .await?;
+                let _ = self.out.send(Outgoing::Close);
+                return Ok(Err(Flow::Stop));
+            }
+            // Never answered (the Rust client 0.11 waits for an answer, wrongly).
+            Frame::ConsumerUpdateResponse(r) => {
+                if let Some((id, active, _)) = self.consumer_updates.remove(&r.correlation_id) {
+                    session.consumer_update_answered(id, active, r.offset);
+                }
+                None
+            }
+            Frame::CreateSuperStream(c) => Some(Frame::CreateSuperStreamResponse(response(
+                c.correlation_id,
+                broker
+                    .create_super_stream(&c.name, &c.partitions, &c.binding_keys, &c.arguments)
+                    .await,
+            ))),
+            Frame::DeleteSuperStream(c) => Some(Frame::DeleteSuperStreamResponse(response(
+                c.correlation_id,
+                broker.delete_super_stream(&c.name).await,
+            ))),
+            Frame::Route(c) => {
+                let r = broker.route(&c.super_stream, &c.routing_key);
+                Some(Frame::RouteResponse(RouteResponse {
+                    correlation_id: c.correlation_id,
+                    code: code_of(&r),
+                    streams: r.unwrap_or_default(),
+                }))
+            }
+            Frame::Partitions(c) => {
+                let r = broker.super_stream(&c.super_stream);
+                Some(Frame::PartitionsResponse(PartitionsResponse {
+                    correlation_id: c.correlation_id,
+                    code: code_of(&r),
+                    streams: r.map(|ss| ss.partitions).unwrap_or_default(),
+                }))
+            }
+            other => {
+                tracing::info!(peer = %self.peer, key = other.key(), "command not valid here");
+                return Ok(Err(Flow::ServerClose(
+                    ResponseCode::UNKNOWN_FRAME,
+                    "unknown frame",
+                )));
+            }
+        };
+        Ok(Ok(reply))
+    }
+
+    async fn subscribe(&mut self, session: &mut Session, c: Subscribe) -> Result<(), ConnError> {
+        let props = c.properties.as_deref().unwrap_or_default();
+        match session.subscribe(c.subscription_id, &c.stream, c.offset, c.credit, props) {
+            Ok(subscribed) => {
+                // The response goes into the queue before any Deliver can.
+                self.send(Frame::SubscribeResponse(response(c.correlation_id, Ok(()))))
+                    .await?;
+                session.start(subscribed);
+            }
+            Err(e) => {
+                self.send(Frame::SubscribeResponse(response(c.correlation_id, Err(e))))
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    fn exchange_command_versions(&self, c: ExchangeCommandVersions) -> Frame {
+        // Only a client that can read Deliver v2 gets it (Java, JS).
+        let v2 = c
+            .commands
+            .iter()
+            .any(|v| v.key == keys::DELIVER && v.max_version >= 2);
+        self.shared.deliver_v2.store(v2, Ordering::Relaxed);
+        Frame::ExchangeCommandVersionsResponse(ExchangeCommandVersionsResponse {
+            correlation_id: c.correlation_id,
+            code: ResponseCode::OK,
+            commands: supported_commands(),
+        })
+    }
+
+    /// Re-authentication after Open (token refresh, RabbitMQ 3.13+).
+    async fn reauthenticate(&mut self, a: SaslAuthenticate) -> Result<Flow, ConnError> {
+        let result = authenticate(
+            &a.mechanism,
+            a.data.as_deref(),
+            self.peer.ip(),
+            self.handshake.identity.as_deref(),
+            &self.ctx.config,
+        );
+        let code = match result {
+            _ if Some(&a.mechanism) != self.handshake.mechanism.as_ref() => {
+                ResponseCode::SASL_CANNOT_CHANGE_MECHANISM
+            }
+            Ok(user) if Some(&user) != self.handshake.user.as_ref() => {
+                ResponseCode::SASL_CANNOT_CHANGE_USERNAME
+            }
+            Ok(_) => ResponseCode::OK,
+            Err(code) => code,
+        };
+        self.send(Frame::SaslAuthenticateResponse(SaslAuthenticateResponse {
+            correlation_id: a.correlation_id,
+            code,
+            challenge: None,
+        }))
+        .await?;
+        if code.is_ok() {
+            return Ok(Flow::Continue);
+        }
+        let _ = self.out.send(Outgoing::Close);
+        Ok(Flow::Stop)
+    }
+
+    fn metadata(
+        &self,
+        session: &mut Session,
+        correlation_id: u32,
+        names: Vec<String>,
+    ) -> MetadataResponse {
+        let mut streams: Vec<StreamMetadata> = Vec::with_capacity(names.len());
+        let mut any = false;
+        for name in names {
+            if streams.iter().any(|s| s.stream == name) {
+                continue;
+            }
+            let (code, leader) = match session.metadata(&name) {
+                Ok(()) => {
+                    any = true;
+                    (ResponseCode::OK, 0)
+                }
+                Err(e) => (e.code(), 0xffff),
+            };
+            streams.push(StreamMetadata {
+                stream: name,
+                code,
+                leader,
+                replicas: vec![],
+            });
+        }
+        // The broker list holds the nodes hosting the requested streams: this one, if any.
+        let brokers = if any {
+            vec![BrokerEndpoint {
+                reference: 0,
+                host: self.ctx.config.advertised_host.clone(),
+                port: u32::from(self.ctx.advertised_port),
+            }]
+        } else {
+            vec![]
+        };
+        MetadataResponse {
+            correlation_id,
+            brokers,
+            streams,
+        }
+    }
+}
+
+fn stream_stats(session: &mut Session, correlation_id: u32, stream: &str) -> StreamStatsResponse {
+    let r = session.stream_stats(stream);
+    let id = |v: Option<u64>| v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+    let stats = match &r {
+        Ok(s) => vec![
+            ("first_chunk_id".into(), id(s.first_chunk_id)),
+            ("committed_chunk_id".into(), id(s.committed_chunk_id)),
+        ],
+        Err(_) => vec![],
+    };
+    StreamStatsResponse {
+        correlation_id,
+        code: code_of(&r),
+        stats,
+    }
+}
+
+/// What ExchangeCommandVersions answers, in RabbitMQ's order: rstream reads the list by
+/// position (`key - 1`), so DeclarePublisher comes first and Publish second. Only implemented
+/// commands are listed.
+/// Publish 1–2 tells clients that filtering works.
+fn supported_commands() -> Vec<CommandVersion> {
+    [
+        (keys::DECLARE_PUBLISHER, 1),
+        (keys::PUBLISH, 2),
+        (keys::QUERY_PUBLISHER_SEQUENCE, 1),
+        (keys::DELETE_PUBLISHER, 1),
+        (keys::SUBSCRIBE, 1),
+        (keys::CREDIT, 1),
+        (keys::STORE_OFFSET, 1),
+        (keys::QUERY_OFFSET, 1),
+        (keys::UNSUBSCRIBE, 1),
+        (keys::CREATE, 1),
+        (keys::DELETE, 1),
+        (keys::METADATA, 1),
+        (keys::CLOSE, 1),
+        (keys::HEARTBEAT, 1),
+        (keys::ROUTE, 1),
+        (keys::PARTITIONS, 1),
+        (keys::STREAM_STATS, 1),
+        (keys::CREATE_SUPER_STREAM, 1),
+        (keys::DELETE_SUPER_STREAM, 1),
+    ]
+    .into_iter()
+    .map(|(key, max_version)| CommandVersion {
+        key,
+        min_version: 1,
+        max_version,
+    })
+    .collect()
+}
