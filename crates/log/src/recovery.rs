@@ -183,7 +183,10 @@ fn remove(storage: &dyn Storage, path: &Path, report: &mut Recovery) -> Result<(
     Ok(())
 }
 
-/// Reads and checks the chunk at `pos`: complete within `len` bytes and CRC-valid.
+/// Reads and checks the chunk at `pos`: complete within `len` bytes, its data CRC-valid with
+/// the entries the header counts, and its Bloom filter and trailer matching the header's side
+/// check when it has one (a torn write can leave the data whole and the trailer, with the
+/// publisher sequences, zeroed).
 fn check_chunk(file: &dyn File, pos: u64, len: u64) -> std::result::Result<ChunkHeader, String> {
     if pos.saturating_add(HEADER_LEN as u64) > len {
         return Err("truncated header".into());
@@ -203,9 +206,30 @@ fn check_chunk(file: &dyn File, pos: u64, len: u64) -> std::result::Result<Chunk
         &mut data,
     )
     .map_err(|e| e.to_string())?;
-    let crc = chunk::crc32(&data);
-    if crc != header.crc {
-        return Err(format!("CRC {crc:#010x} != {:#010x}", header.crc));
+    // The CRC, and entries that add up to the header's counts: a torn tail can zero a
+    // header's CRC and lengths together, which the CRC alone would take for an empty chunk.
+    chunk::ChunkView {
+        header,
+        data: &data,
+    }
+    .verify()
+    .map_err(|e| e.to_string())?;
+    if header.side_check != 0 {
+        let data_at = pos + HEADER_LEN as u64;
+        let mut bloom = Vec::new();
+        file.read_into(data_at, usize::from(header.bloom_size), &mut bloom)
+            .map_err(|e| e.to_string())?;
+        let mut trailer = Vec::new();
+        let trailer_at = data_at + u64::from(header.bloom_size) + u64::from(header.data_len);
+        file.read_into(trailer_at, header.trailer_len as usize, &mut trailer)
+            .map_err(|e| e.to_string())?;
+        let check = chunk::side_check(&bloom, &trailer);
+        if check != header.side_check {
+            return Err(format!(
+                "trailer check {check:#08x} != {:#08x}",
+                header.side_check
+            ));
+        }
     }
     Ok(header)
 }

@@ -321,6 +321,7 @@ impl Log {
             data_len: data_len as u32,
             trailer_len: trailer.len() as u32,
             bloom_size: bloom.len() as u8,
+            side_check: chunk::side_check(bloom, trailer),
         };
         let header_bytes = header.to_bytes();
         let mut slices: Vec<&[u8]> = Vec::with_capacity(data.len() + 3);

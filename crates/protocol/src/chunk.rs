@@ -80,6 +80,24 @@ pub struct ChunkHeader {
     pub data_len: u32,
     pub trailer_len: u32,
     pub bloom_size: u8,
+    /// The three bytes osiris reserves (and writes as zero). brook stores there a check of
+    /// the bytes the data CRC does not cover, the Bloom filter and the trailer (see
+    /// [`side_check`]), so recovery can tell a torn trailer from a whole one. Readers that
+    /// do not know it ignore it, as osiris and every client do.
+    pub side_check: u32,
+}
+
+/// The check brook keeps in a chunk header's reserved bytes: the top 24 bits of the CRC-32 of
+/// the Bloom filter followed by the trailer, never 0 (0 means "not checked": chunks written by
+/// osiris, or with neither filter nor trailer).
+pub fn side_check(bloom: &[u8], trailer: &[u8]) -> u32 {
+    if bloom.is_empty() && trailer.is_empty() {
+        return 0;
+    }
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(bloom);
+    crc.update(trailer);
+    (crc.finalize() >> 8).max(1)
 }
 
 impl ChunkHeader {
@@ -101,6 +119,7 @@ impl ChunkHeader {
         let data_len = u32::from_be_bytes(take(&mut b).ok_or_else(short)?);
         let trailer_len = u32::from_be_bytes(take(&mut b).ok_or_else(short)?);
         let [bloom_size] = take::<1>(&mut b).ok_or_else(short)?;
+        let [r0, r1, r2] = take::<3>(&mut b).ok_or_else(short)?;
         Ok(Self {
             chunk_type,
             num_entries,
@@ -112,6 +131,7 @@ impl ChunkHeader {
             data_len,
             trailer_len,
             bloom_size,
+            side_check: u32::from_be_bytes([0, r0, r1, r2]),
         })
     }
 
@@ -130,7 +150,8 @@ impl ChunkHeader {
         w.put_u32(self.data_len);
         w.put_u32(self.trailer_len);
         w.put_u8(self.bloom_size);
-        // The 3 reserved bytes stay zero.
+        let [_, r0, r1, r2] = self.side_check.to_be_bytes();
+        w.put_slice(&[r0, r1, r2]);
         out
     }
 
@@ -423,6 +444,7 @@ mod tests {
             data_len: data.len() as u32,
             trailer_len: 0,
             bloom_size: 0,
+            side_check: 0,
         };
         let mut wire = h.to_bytes().to_vec();
         wire.extend_from_slice(data);
@@ -447,6 +469,7 @@ mod tests {
             data_len: 29,
             trailer_len: 0,
             bloom_size: 0,
+            side_check: 0,
         };
         // Chunk 1 of the golden osiris segment (shared/captures/osiris/README.md).
         let golden = "5001000100000001000001a216265e5e0000000000000001000000000000000ae058003c0000001d0000000000000000";

@@ -70,6 +70,7 @@ pub(crate) fn arb_deliver() -> impl Strategy<Value = Deliver> {
                 data_len: data.len() as u32,
                 trailer_len: trailer,
                 bloom_size: 0,
+                side_check: 0,
             };
             let mut chunk = header.to_bytes().to_vec();
             chunk.extend_from_slice(&data);

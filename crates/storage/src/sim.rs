@@ -147,6 +147,13 @@ impl SimDisk {
         self.lock().fail_at = Some((op, fault));
     }
 
+    /// Takes back every fault not yet fired and any limit on free space.
+    pub fn clear_faults(&self) {
+        let mut s = self.lock();
+        s.fail_at = None;
+        s.space = None;
+    }
+
     /// Limits the free space: appends beyond it write what fits and fail with ENOSPC.
     pub fn set_free_space(&self, bytes: Option<u64>) {
         self.lock().space = bytes;
@@ -191,6 +198,8 @@ impl State {
     /// What survives a power cut now.
     fn crash_image(&mut self) -> State {
         let mut image = self.clone_state();
+        // A new boot: the space a test took away for a while is back.
+        image.space = None;
         image.rng = self.random();
         for i in 0..image.inodes.len() {
             let torn = self.random();
@@ -387,9 +396,14 @@ impl File for SimFile {
         let mut s = self.disk.lock();
         s.mutate()?;
         let len = usize::try_from(len).map_err(io::Error::other)?;
-        let data = &mut s.file(self.ino)?.data;
-        let old = data.len();
-        data.resize(len, 0);
+        let c = s.file(self.ino)?;
+        let old = c.data.len();
+        c.data.resize(len, 0);
+        // Pages a failed fsync dropped are gone with the truncation; new writes there are new.
+        for range in &mut c.lost {
+            range.1 = range.1.min(len);
+        }
+        c.lost.retain(|&(from, to)| from < to);
         if let Some(free) = &mut s.space {
             *free = (*free + old as u64).saturating_sub(len as u64);
         }
@@ -445,9 +459,10 @@ impl Storage for SimDisk {
                 let (dir, name) = s.parent(path)?;
                 match s.entries(dir)?.get(name).copied() {
                     Some(ino) => {
-                        let data = &mut s.file(ino)?.data;
-                        let old = data.len() as u64;
-                        data.clear();
+                        let c = s.file(ino)?;
+                        let old = c.data.len() as u64;
+                        c.data.clear();
+                        c.lost.clear();
                         if let Some(free) = &mut s.space {
                             *free += old;
                         }

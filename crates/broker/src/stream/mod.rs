@@ -12,6 +12,8 @@
 //! run on the async workers) and routes what comes out to connections.
 
 pub(crate) mod core;
+#[cfg(test)]
+mod simulation;
 pub(crate) mod task;
 pub(crate) mod writer;
 
