@@ -1,5 +1,7 @@
 //! `brook`: the broker binary. `brook serve` (the default) runs the broker.
 
+mod limits;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -166,6 +168,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.data_dir.as_os_str().is_empty() {
         bail!("--data-dir must not be empty");
     }
+    let open_files_limit = limits::raise_open_files_limit();
     let mut broker_config = BrokerConfig::new(&args.data_dir);
     broker_config.durability = args.durability;
     let broker = Broker::open(broker_config)
@@ -209,6 +212,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "brook {} listening",
         env!("CARGO_PKG_VERSION")
     );
+    if let Some(limit) = open_files_limit {
+        tokio::spawn(limits::watch(limit));
+    }
     server.serve(shutdown_signal()).await;
     tracing::info!("shutting down: flushing streams");
     broker.shutdown().await;

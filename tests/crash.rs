@@ -4,71 +4,24 @@
 //! least what was acknowledged, and the log must accept new writes.
 //!
 //! `BROOK_CRASH_ITERATIONS` sets the number of kills (20 by default, as in CI);
-//! `BROOK_CRASH_ITERATIONS=200 cargo test --release --test crash` is the long run.
+//! `BROOK_CRASH_ITERATIONS=200 cargo test --release --test crash` is the long run;
+//! `BROOK_CRASH_SEED` replays a run's random choices.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use brook_protocol::*;
+use common::child::Brook;
 use common::raw::Raw;
 
 const STREAM: &str = "crash";
 const PRODUCER: &str = "crash-producer";
 const CONSUMER: &str = "crash-consumer";
 
-struct Brook {
-    child: Child,
-    addr: SocketAddr,
-}
-
-/// A failing assertion must not leave the child running.
-impl Drop for Brook {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(data_dir: &std::path::Path, durability: &str) -> Brook {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_brook"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--advertised-host",
-            "127.0.0.1",
-            "--durability",
-            durability,
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The listening line carries the ephemeral port.
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let mut seen = Vec::new();
-    let addr = loop {
-        let Some(Ok(line)) = lines.next() else {
-            panic!("brook exited before listening:\n{}", seen.join("\n"));
-        };
-        if let Some(rest) = line.split(" listening addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-        seen.push(line);
-    };
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Brook { child, addr }
+    Brook::start(data_dir, &["--durability", durability])
 }
 
 /// xorshift: reproducible randomness without a dependency; the seed is printed.
@@ -221,12 +174,19 @@ async fn confirmed_data_survives_sigkill() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    println!("seed {seed}");
+    // A failure replays with BROOK_CRASH_SEED=<the printed seed> (kill moments and batch
+    // sizes follow from it; the broker's own timing still varies).
+    let seed = match std::env::var("BROOK_CRASH_SEED") {
+        Ok(s) => s.parse().expect("BROOK_CRASH_SEED is a number"),
+        Err(_) => {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        }
+    };
+    println!("seed {seed} (replay: BROOK_CRASH_SEED={seed})");
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
     let mut acked = Acked::default();
@@ -237,7 +197,7 @@ async fn confirmed_data_survives_sigkill() {
         // A third of the runs with fsync before confirm, the rest as RabbitMQ (page cache).
         let durability = if i % 3 == 2 { "always" } else { "none" };
         println!("iteration {i} ({durability})");
-        let mut brook = start(dir.path(), durability);
+        let brook = start(dir.path(), durability);
         let mut c = Raw::open(brook.addr).await;
         if i == 0 {
             assert_eq!(
@@ -303,9 +263,7 @@ async fn confirmed_data_survives_sigkill() {
         );
         let kill_at = Instant::now() + Duration::from_millis(20 + rng.below(200));
         publish_until_killed(&mut c, seq.sequence + 1, &mut acked, kill_at, &mut rng).await;
-        // SIGKILL: no chance to flush anything.
-        brook.child.kill().unwrap();
-        brook.child.wait().unwrap();
+        brook.kill();
     }
     assert!(!acked.confirmed.is_empty());
     println!(

@@ -1,6 +1,7 @@
 //! A real brook, started in-process on an ephemeral port for integration tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod child;
 pub mod raw;
 
 use std::net::SocketAddr;

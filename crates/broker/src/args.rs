@@ -35,11 +35,19 @@ pub struct MaxAge {
 }
 
 impl MaxAge {
-    /// `<positive integer><unit>`, unit one of `Y` (365 days), `M` (30 days), `D`, `h`, `m`, `s`.
+    /// `<positive integer><unit>`, unit one of `Y` (365 days), `M` (30 days), `D`, `h`, `m`, `s`,
+    /// as RabbitMQ's `check_max_age`. RabbitMQ has no upper bound (Erlang integers do not
+    /// overflow, and an age beyond the epoch keeps everything); brook refuses an age whose
+    /// milliseconds do not fit a signed 64-bit integer (over 292,471,208 years), so that no
+    /// retention arithmetic can ever wrap.
     pub fn parse(text: &str) -> Option<Self> {
         let unit = text.chars().last()?;
-        let number: u64 = text.get(..text.len() - unit.len_utf8())?.parse().ok()?;
-        let seconds = match unit {
+        let digits = text.get(..text.len() - unit.len_utf8())?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let number: u64 = digits.parse().ok()?;
+        let seconds: u64 = match unit {
             'Y' => 365 * 86_400,
             'M' => 30 * 86_400,
             'D' => 86_400,
@@ -48,12 +56,13 @@ impl MaxAge {
             's' => 1,
             _ => return None,
         };
-        if number == 0 {
+        let millis = number.checked_mul(seconds)?.checked_mul(1000)?;
+        if number == 0 || i64::try_from(millis).is_err() {
             return None;
         }
         Some(Self {
             text: text.to_owned(),
-            duration: Duration::from_secs(number.checked_mul(seconds)?),
+            duration: Duration::from_millis(millis),
         })
     }
 }
@@ -152,11 +161,18 @@ mod tests {
             MaxAge::parse("7D").unwrap().duration,
             Duration::from_secs(7 * 86_400)
         );
+        // The largest age brook takes: its milliseconds just fit an i64.
+        let most = MaxAge::parse("292471208Y").unwrap().duration;
+        assert!(i64::try_from(most.as_millis()).is_ok());
         for bad in [
             ("max-length-bytes", "-1"),
             ("max-age", "10x"),
             ("max-age", "0s"),
             ("max-age", "s"),
+            ("max-age", "+5s"),
+            ("max-age", "317097920Y"),
+            ("max-age", "292471209Y"),
+            ("max-age", "99999999999999999999s"),
             ("queue-leader-locator", "nearest"),
             ("stream-max-segment-size-bytes", "3000000001"),
             ("stream-filter-size-bytes", "8"),

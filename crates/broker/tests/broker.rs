@@ -1,6 +1,9 @@
 //! Domain tests: the broker driven through sessions, no sockets.
 #![allow(clippy::unwrap_used)]
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use brook_broker::{
@@ -8,6 +11,8 @@ use brook_broker::{
     Outgoing, Session,
 };
 use brook_protocol::{OffsetSpec, PublishBuilder};
+use brook_storage::Storage;
+use brook_storage::sim::SimDisk;
 use tokio::sync::mpsc;
 
 struct Conn {
@@ -255,4 +260,143 @@ async fn deleted_streams_are_gone_after_restart_and_names_can_be_reused() {
             .count(),
         1
     );
+}
+
+fn sim_config(disk: &SimDisk) -> BrokerConfig {
+    let mut config = BrokerConfig::new("/data");
+    config.storage = Arc::new(disk.clone());
+    config
+}
+
+/// Every file under `dir` with its bytes.
+fn files(disk: &SimDisk, dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    disk.read_dir(dir)
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let bytes = brook_storage::read(disk, &dir.join(&e.name)).unwrap();
+            (e.name, bytes)
+        })
+        .collect()
+}
+
+/// Issue #9, hole 2 on the EIO/EMFILE path: a stream whose directory cannot be read is
+/// unavailable, nothing of it is removed, and the others are served.
+#[tokio::test]
+async fn an_unreadable_stream_is_reported_never_removed() {
+    let disk = SimDisk::new(9);
+    let broker = Broker::open(sim_config(&disk)).unwrap();
+    for name in ["a", "b"] {
+        broker.create_stream(name, &[]).await.unwrap();
+    }
+    let mut c = connect(&broker);
+    c.session.declare_publisher(1, "", "a").unwrap();
+    c.publish(1, 0..50, 10).await;
+    broker.shutdown().await;
+    drop((c, broker));
+    let streams = Path::new("/data/streams");
+    let a = disk
+        .read_dir(streams)
+        .unwrap()
+        .into_iter()
+        .find(|e| e.name.starts_with("a-"))
+        .map(|e| streams.join(e.name))
+        .unwrap();
+    let before = files(&disk, &a);
+
+    disk.fail_reads_under(&a);
+    let broker = Broker::open(sim_config(&disk)).unwrap();
+    let unavailable = broker.unavailable_streams();
+    assert_eq!(unavailable.len(), 1);
+    assert_eq!(unavailable[0].name, "a");
+    assert_eq!(broker.stream_stats("a").unwrap_err().code().0, 0x06);
+    assert!(broker.stream_stats("b").is_ok());
+    broker.shutdown().await;
+    drop(broker);
+
+    disk.clear_faults();
+    assert_eq!(files(&disk, &a), before);
+    let broker = Broker::open(sim_config(&disk)).unwrap();
+    assert_eq!(broker.stream_stats("a").unwrap().next_offset, 50);
+}
+
+/// Confirmed and failed ids of the next `n` answers.
+async fn answers(out_rx: &mut mpsc::UnboundedReceiver<Outgoing>, n: usize) -> (Vec<u64>, Vec<u64>) {
+    let (mut ok, mut err) = (Vec::new(), Vec::new());
+    while ok.len() + err.len() < n {
+        let next = tokio::time::timeout(Duration::from_secs(10), out_rx.recv()).await;
+        match next.unwrap().unwrap() {
+            Outgoing::Confirm { ids, .. } => ok.extend(ids),
+            Outgoing::PublishError { errors, .. } => err.extend(errors.into_iter().map(|e| e.0)),
+            other => panic!("{other:?}"),
+        }
+    }
+    (ok, err)
+}
+
+/// Issue #9, hole 5 end to end: a disk that fills up fails the publishes it cannot store,
+/// fences the publisher (the connection hears of it to send MetadataUpdate), and after a new
+/// declaration and a retry every confirmed message is stored exactly once.
+#[tokio::test]
+async fn a_full_disk_fences_the_publisher_and_loses_nothing() {
+    let disk = SimDisk::new(5);
+    let broker = Broker::open(sim_config(&disk)).unwrap();
+    broker.create_stream("s", &[]).await.unwrap();
+    let (control, mut control_rx) = mpsc::unbounded_channel();
+    let (out, mut out_rx) = mpsc::unbounded_channel();
+    let mut session = broker.session(control, out, Budget::new(CONNECTION_BUDGET_BYTES));
+    session.declare_publisher(1, "p", "s").unwrap();
+    let mut confirmed = BTreeSet::new();
+    let mut failed = BTreeSet::new();
+    let send = |session: &mut Session, ids: std::ops::Range<u64>| {
+        let mut b = PublishBuilder::new(1);
+        for id in ids {
+            b.message(id, &id.to_be_bytes());
+        }
+        session.publish(b.build(), Charge::default());
+    };
+    send(&mut session, 0..10);
+    let (ok, _) = answers(&mut out_rx, 10).await;
+    confirmed.extend(ok);
+
+    disk.set_free_space(Some(30));
+    send(&mut session, 10..20);
+    send(&mut session, 20..30);
+    let (ok, err) = answers(&mut out_rx, 20).await;
+    confirmed.extend(ok);
+    failed.extend(err);
+    assert!(!failed.is_empty());
+    let fenced = tokio::time::timeout(Duration::from_secs(5), control_rx.recv())
+        .await
+        .unwrap();
+    let Some(ControlEvent::PublishersFenced { stream, epoch }) = fenced else {
+        panic!("{fenced:?}")
+    };
+    assert!(session.publishers_fenced(&stream, epoch));
+
+    // Space again; the client declares the publisher again and retries what failed.
+    disk.clear_faults();
+    session.declare_publisher(1, "p", "s").unwrap();
+    let sequence = session.query_publisher_sequence("p", "s").await.unwrap();
+    assert!(
+        failed.iter().all(|&id| id > sequence),
+        "nothing failed was stored"
+    );
+    let retry: Vec<u64> = failed.iter().copied().collect();
+    let mut b = PublishBuilder::new(1);
+    for &id in &retry {
+        b.message(id, &id.to_be_bytes());
+    }
+    session.publish(b.build(), Charge::default());
+    let (ok, err) = answers(&mut out_rx, retry.len()).await;
+    assert!(err.is_empty());
+    confirmed.extend(ok);
+    assert_eq!(confirmed, (0..30).collect());
+    broker.shutdown().await;
+    drop((session, broker));
+
+    // Reopened: exactly the 30 confirmed messages (the simulation checks order and ids).
+    let broker = Broker::open(sim_config(&disk)).unwrap();
+    let stats = broker.stream_stats("s").unwrap();
+    assert_eq!(stats.next_offset, 30);
 }

@@ -245,14 +245,15 @@ fn read_header(file: &dyn File, path: &Path, pos: u64) -> Result<ChunkHeader> {
     })
 }
 
-fn record_of(h: &ChunkHeader, pos: u64) -> IndexRecord {
-    IndexRecord {
+/// The index record of a chunk; `None` past the 4 GiB an index position can address.
+fn record_of(h: &ChunkHeader, pos: u64) -> Option<IndexRecord> {
+    Some(IndexRecord {
         chunk_id: h.chunk_id,
         timestamp: h.timestamp,
         epoch: h.epoch,
-        position: pos as u32,
+        position: u32::try_from(pos).ok()?,
         chunk_type: h.chunk_type as u8,
-    }
+    })
 }
 
 /// Scans valid chunks from `pos` on, each with the expected chunk id.
@@ -264,10 +265,10 @@ fn scan(
     out: &mut Vec<IndexRecord>,
 ) -> (u64, u64) {
     while let Ok(h) = check_chunk(file, pos, len) {
-        if h.chunk_id != expected {
+        let Some(record) = record_of(&h, pos).filter(|_| h.chunk_id == expected) else {
             break;
-        }
-        out.push(record_of(&h, pos));
+        };
+        out.push(record);
         pos += h.disk_len();
         expected = h.next_offset();
     }

@@ -326,6 +326,32 @@ fn retention_by_age_trims_an_idle_stream() {
     assert_eq!(log.reader().stats().segments, 1);
 }
 
+/// Issue #9: an age too large for the clock's arithmetic must keep everything, never wrap into
+/// a cutoff in the future that deletes every sealed segment.
+#[test]
+fn retention_with_an_enormous_max_age_keeps_everything() {
+    for max_age in [Duration::from_millis(i64::MAX as u64), Duration::MAX] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            retention: Retention {
+                max_bytes: None,
+                max_age: Some(max_age),
+            },
+            ..small_segments()
+        };
+        let (mut log, _) = Log::open(disk(), dir.path(), config).unwrap();
+        for i in 0..10u8 {
+            append(&mut log, &[&[i; 100]], &[]);
+        }
+        let segments = log.reader().stats().segments;
+        assert!(segments >= 3);
+        for now in [brook_log_now(), i64::MAX, i64::MIN] {
+            assert_eq!(log.enforce_retention(now).unwrap().segments_deleted, 0);
+        }
+        assert_eq!(log.reader().stats().segments, segments);
+    }
+}
+
 fn brook_log_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::{DirEntry, File, LockGuard, OpenMode, Storage};
@@ -73,6 +73,8 @@ struct State {
     fail_at: Option<(u64, Fault)>,
     /// Bytes left on the device, if limited.
     space: Option<u64>,
+    /// Reads of files and directories under this path fail with EIO (a failing disk region).
+    unreadable: Option<PathBuf>,
     locked: Vec<Ino>,
 }
 
@@ -104,6 +106,7 @@ impl SimDisk {
             image: None,
             fail_at: None,
             space: None,
+            unreadable: None,
             locked: Vec::new(),
         })
     }
@@ -147,11 +150,17 @@ impl SimDisk {
         self.lock().fail_at = Some((op, fault));
     }
 
-    /// Takes back every fault not yet fired and any limit on free space.
+    /// Takes back every fault not yet fired, any limit on free space, unreadable paths.
     pub fn clear_faults(&self) {
         let mut s = self.lock();
         s.fail_at = None;
         s.space = None;
+        s.unreadable = None;
+    }
+
+    /// Makes every read under `path` (files and directory listings) fail with EIO.
+    pub fn fail_reads_under(&self, path: impl Into<PathBuf>) {
+        self.lock().unreadable = Some(path.into());
     }
 
     /// Limits the free space: appends beyond it write what fits and fail with ENOSPC.
@@ -183,6 +192,7 @@ impl State {
             image: None,
             fail_at: None,
             space: self.space,
+            unreadable: None,
             locked: Vec::new(),
         }
     }
@@ -259,6 +269,18 @@ impl State {
         Ok(())
     }
 
+    fn check_read(&self, path: &Path) -> io::Result<()> {
+        self.check_power()?;
+        if self
+            .unreadable
+            .as_ref()
+            .is_some_and(|p| path.starts_with(p))
+        {
+            return Err(Fault::Io.error());
+        }
+        Ok(())
+    }
+
     fn entries(&self, dir: Ino) -> io::Result<&BTreeMap<String, Ino>> {
         match &self.inodes[dir] {
             Inode::Dir { live, .. } => Ok(live),
@@ -329,6 +351,7 @@ fn names(path: &Path) -> io::Result<Vec<&str>> {
 struct SimFile {
     disk: SimDisk,
     ino: Ino,
+    path: PathBuf,
     writable: bool,
 }
 
@@ -341,7 +364,7 @@ impl File for SimFile {
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let mut s = self.disk.lock();
-        s.check_power()?;
+        s.check_read(&self.path)?;
         let data = &s.file(self.ino)?.data;
         let start = usize::try_from(offset).map_err(io::Error::other)?;
         let src = start
@@ -354,7 +377,7 @@ impl File for SimFile {
 
     fn read_into(&self, offset: u64, len: usize, out: &mut Vec<u8>) -> io::Result<()> {
         let mut s = self.disk.lock();
-        s.check_power()?;
+        s.check_read(&self.path)?;
         let data = &s.file(self.ino)?.data;
         let start = usize::try_from(offset).map_err(io::Error::other)?;
         let src = start
@@ -480,13 +503,14 @@ impl Storage for SimDisk {
         Ok(Box::new(SimFile {
             disk: self.clone(),
             ino,
+            path: path.to_owned(),
             writable: mode != OpenMode::Read,
         }))
     }
 
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
         let s = self.lock();
-        s.check_power()?;
+        s.check_read(dir)?;
         let ino = s.lookup(dir)?;
         Ok(s.entries(ino)?
             .iter()

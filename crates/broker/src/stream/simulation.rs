@@ -9,7 +9,7 @@
 //!   sequences match the data, and the log takes new writes;
 //! * whatever failed in between, a confirm means stored (checked before the cut too).
 //!
-//! `BROOK_SIM_SEEDS` sets how many seeds run (1,000 by default, as in CI); `BROOK_CRASH_SEED`
+//! `BROOK_SIM_SEEDS` sets how many seeds run (1,000 by default, as in CI); `BROOK_SIM_SEED`
 //! replays one. Each seed runs its workload twice: once to count storage operations, once
 //! with the power cut at a random one of them.
 
@@ -507,8 +507,8 @@ fn chunk_of(body: &[u8]) -> Vec<u8> {
 
 #[test]
 fn power_cuts_and_faults_never_lose_a_confirmed_message() {
-    let seeds: Vec<u64> = match std::env::var("BROOK_CRASH_SEED") {
-        Ok(seed) => vec![seed.parse().expect("BROOK_CRASH_SEED is a number")],
+    let seeds: Vec<u64> = match std::env::var("BROOK_SIM_SEED") {
+        Ok(seed) => vec![seed.parse().expect("BROOK_SIM_SEED is a number")],
         Err(_) => {
             let n = std::env::var("BROOK_SIM_SEEDS")
                 .ok()
@@ -521,7 +521,7 @@ fn power_cuts_and_faults_never_lose_a_confirmed_message() {
     for &seed in &seeds {
         if let Err(e) = simulate(seed) {
             failures.push(format!(
-                "seed {seed} ({:?}): {e}\n  replay: BROOK_CRASH_SEED={seed} cargo test -p brook-broker power_cuts",
+                "seed {seed} ({:?}): {e}\n  replay: BROOK_SIM_SEED={seed} cargo test -p brook-broker power_cuts",
                 Plan::new(seed)
             ));
         }

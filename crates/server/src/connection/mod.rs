@@ -115,6 +115,8 @@ pub(crate) async fn serve<R, W>(
         // Force-closed by the management API: no Close frame, just the socket.
         _ = killed => Err(ConnError::ClosedByOperator),
     };
+    // A peer that stopped reading will not take what is queued either: drop it at once.
+    let stalled = matches!(result, Err(ConnError::Stalled(_)));
     match result {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
         Err(e) => tracing::info!(%peer, "connection closed: {e}"),
@@ -126,10 +128,11 @@ pub(crate) async fn serve<R, W>(
     drop(conn);
     // A peer that stopped reading must not keep the connection (and its socket) forever.
     let mut writer = writer;
-    if tokio::time::timeout(close_timeout, &mut writer)
-        .await
-        .is_err()
-    {
+    let finished = !stalled
+        && tokio::time::timeout(close_timeout, &mut writer)
+            .await
+            .is_ok();
+    if !finished {
         writer.abort();
     }
 }
