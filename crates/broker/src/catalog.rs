@@ -110,13 +110,35 @@ pub(crate) fn read_json<T: DeserializeOwned + Serialize>(
     }
 }
 
-/// Looks at one directory under `streams/`.
-pub(crate) fn inspect(storage: &dyn Storage, dir: &Path) -> Found {
-    if dir
-        .file_name()
+/// Reads one copy of a JSON file without repairing anything.
+pub(crate) fn read_copy<T: DeserializeOwned>(
+    storage: &dyn Storage,
+    path: &Path,
+) -> Result<Option<T>, String> {
+    match brook_storage::read(storage, path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The backup copy's file name.
+pub(crate) fn backup_of(file: &str) -> String {
+    backup_name(file)
+}
+
+/// Whether a directory is one a delete left behind.
+pub(crate) fn is_deleted(dir: &Path) -> bool {
+    dir.file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.ends_with(DELETED_SUFFIX))
-    {
+}
+
+/// Looks at one directory under `streams/`.
+pub(crate) fn inspect(storage: &dyn Storage, dir: &Path) -> Found {
+    if is_deleted(dir) {
         return Found::Deleted;
     }
     match read_json::<StreamMeta>(storage, dir, META_FILE) {
@@ -134,7 +156,7 @@ pub(crate) fn inspect(storage: &dyn Storage, dir: &Path) -> Found {
     }
 }
 
-fn has_segments(storage: &dyn Storage, dir: &Path) -> io::Result<bool> {
+pub(crate) fn has_segments(storage: &dyn Storage, dir: &Path) -> io::Result<bool> {
     Ok(storage
         .read_dir(dir)?
         .iter()

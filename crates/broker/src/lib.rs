@@ -35,8 +35,10 @@ mod sac;
 mod session;
 mod stream;
 mod super_streams;
+mod verify;
 
 pub use args::{MaxAge, StreamArgs};
+pub use brook_log::Severity;
 pub use budget::{Budget, CONNECTION_BUDGET_BYTES, Charge};
 pub use config::{BrokerConfig, Durability};
 pub use error::{Error, OpenError};
@@ -44,6 +46,7 @@ pub use outgoing::{ControlEvent, ControlSender, Outgoing, OutgoingSender};
 pub use registry::{Broker, UnavailableStream};
 pub use session::{Session, Subscribed};
 pub use super_streams::SuperStream;
+pub use verify::{DataDirReport, StreamReport, verify_data_dir};
 
 /// Publisher and consumer references are stored with a one-byte length.
 const MAX_REFERENCE_LEN: usize = brook_log::MAX_ID_LEN;

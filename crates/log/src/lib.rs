@@ -23,10 +23,12 @@ pub mod format;
 mod reader;
 mod recovery;
 mod tracking;
+mod verify;
 mod writer;
 
 pub use error::{LogError, Result};
 pub use reader::{Cursor, LogReader, LogStats, Position, ReadChunk, Seek};
 pub use recovery::Recovery;
 pub use tracking::{MAX_ID_LEN, Tracking};
+pub use verify::{Finding, Severity, Verified, verify};
 pub use writer::{EPOCH, Log, LogConfig, Retention, RetentionReport, UserChunk};

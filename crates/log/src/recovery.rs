@@ -172,9 +172,9 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path) -> Result<Recovered> {
 }
 
 /// The storage and the log directory recovery works on.
-struct Fs<'a> {
-    storage: &'a dyn Storage,
-    dir: &'a Path,
+pub(crate) struct Fs<'a> {
+    pub storage: &'a dyn Storage,
+    pub dir: &'a Path,
 }
 
 fn remove(storage: &dyn Storage, path: &Path, report: &mut Recovery) -> Result<()> {
@@ -187,7 +187,11 @@ fn remove(storage: &dyn Storage, path: &Path, report: &mut Recovery) -> Result<(
 /// the entries the header counts, and its Bloom filter and trailer matching the header's side
 /// check when it has one (a torn write can leave the data whole and the trailer, with the
 /// publisher sequences, zeroed).
-fn check_chunk(file: &dyn File, pos: u64, len: u64) -> std::result::Result<ChunkHeader, String> {
+pub(crate) fn check_chunk(
+    file: &dyn File,
+    pos: u64,
+    len: u64,
+) -> std::result::Result<ChunkHeader, String> {
     if pos.saturating_add(HEADER_LEN as u64) > len {
         return Err("truncated header".into());
     }
@@ -246,7 +250,7 @@ fn read_header(file: &dyn File, path: &Path, pos: u64) -> Result<ChunkHeader> {
 }
 
 /// The index record of a chunk; `None` past the 4 GiB an index position can address.
-fn record_of(h: &ChunkHeader, pos: u64) -> Option<IndexRecord> {
+pub(crate) fn record_of(h: &ChunkHeader, pos: u64) -> Option<IndexRecord> {
     Some(IndexRecord {
         chunk_id: h.chunk_id,
         timestamp: h.timestamp,
@@ -275,7 +279,7 @@ fn scan(
     (pos, expected)
 }
 
-fn read_records(storage: &dyn Storage, path: &Path) -> Result<Option<Vec<IndexRecord>>> {
+pub(crate) fn read_records(storage: &dyn Storage, path: &Path) -> Result<Option<Vec<IndexRecord>>> {
     let bytes = match brook_storage::read(storage, path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -419,7 +423,7 @@ fn recover_tail(
 }
 
 /// An invalid chunk at `pos` followed by a valid chunk is corruption, not a torn write.
-fn check_not_mid_corruption(
+pub(crate) fn check_not_mid_corruption(
     file: &dyn File,
     pos: u64,
     len: u64,
@@ -451,7 +455,7 @@ fn check_not_mid_corruption(
     }
 }
 
-fn check_segment_header(file: &dyn File, path: &Path) -> Result<()> {
+pub(crate) fn check_segment_header(file: &dyn File, path: &Path) -> Result<()> {
     let mut hdr = [0u8; FILE_HEADER_LEN as usize];
     file.read_exact_at(&mut hdr, 0)
         .map_err(LogError::io(path))?;
@@ -489,7 +493,7 @@ fn load_sealed(fs: &Fs<'_>, id: u64, report: &mut Recovery) -> Result<SegmentInf
 }
 
 /// Tracking = the last segment's snapshot, then its deltas and user-chunk trailers in order.
-fn recover_tracking(
+pub(crate) fn recover_tracking(
     fs: &Fs<'_>,
     segments: &[SegmentInfo],
     records: &[IndexRecord],

@@ -48,6 +48,10 @@ impl Tracking {
         self.sequences.get(reference).map(|&(_, seq)| seq)
     }
 
+    pub fn offsets(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.offsets.iter().map(|(k, &v)| (k.as_str(), v))
+    }
+
     pub fn sequences(&self) -> impl Iterator<Item = (&str, u64)> {
         self.sequences.iter().map(|(k, &(_, v))| (k.as_str(), v))
     }
