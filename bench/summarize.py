@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""Medians per scenario and broker from compare-rabbitmq.sh's results, and brook/RabbitMQ
-ratios, as a Markdown table. Usage: summarize.py results.jsonl"""
+"""Medians per scenario and broker from compare-rabbitmq.sh's (or compare-builds.sh's) results,
+and the ratios of the two, as a Markdown table.
+
+Usage: summarize.py results.jsonl [BASE OTHER]   (default: rabbitmq brook, with issue #6's
+targets; any other pair, e.g. `before after`, gets the table only)"""
 import json
 import statistics
 import sys
 from collections import defaultdict
 
 rows = [json.loads(line) for line in open(sys.argv[1])]
+base, other = (sys.argv[2], sys.argv[3]) if len(sys.argv) > 3 else ("rabbitmq", "brook")
+labels = {"rabbitmq": "RabbitMQ"}
 by = defaultdict(lambda: defaultdict(list))
 for r in rows:
     by[r["args"]][r["broker_name"]].append(r["result"])
@@ -41,10 +46,11 @@ metrics = [
     ("broker peak RSS", "MiB", lambda x: x.get("broker_peak_rss_bytes"), "lower"),
 ]
 
-print("| scenario | metric | RabbitMQ | brook | brook/RabbitMQ |")
+B, O = labels.get(base, base), labels.get(other, other)
+print(f"| scenario | metric | {B} | {O} | {O}/{B} |")
 print("|---|---|---|---|---|")
 for args, brokers in by.items():
-    r, b = brokers.get("rabbitmq", []), brokers.get("brook", [])
+    r, b = brokers.get(base, []), brokers.get(other, [])
     for name, unit, f, better in metrics:
         rv, bv = med(r, f), med(b, f)
         if rv is None and bv is None:
@@ -55,6 +61,8 @@ for args, brokers in by.items():
         print(f"| `{args}` | {name} ({unit}) | {fmt(rv, unit)} | {fmt(bv, unit)} | {ratio} |")
 runs = max((len(v) for b in by.values() for v in b.values()), default=0)
 print(f"\nMedians of {runs} run(s) per broker and scenario, run alternately.")
+if (base, other) != ("rabbitmq", "brook"):
+    sys.exit(0)
 
 
 def pick(prefix, broker):

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Two brook builds side by side — a regression check: the same `brook bench` scenarios as
+# compare-rabbitmq.sh, against a brook built from BASE_REV and one from the working tree,
+# alternately, then a table of medians and after/before ratios.
+#
+#   bench/compare-builds.sh 876b05f          # before = that commit, after = the working tree
+#   RUNS=1 bench/compare-builds.sh HEAD~3
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+base_rev=${1:?usage: compare-builds.sh BASE_REV}
+runs=${RUNS:-3}
+work=$(mktemp -d "${TMPDIR:-/tmp}/brook-builds.XXXXXX")
+pids=()
+cleanup() {
+    set +e
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
+    git -C "$here" worktree remove --force "$work/base" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+echo "== building $base_rev (release)" >&2
+git -C "$here" worktree add --detach --quiet "$work/base" "$base_rev"
+(cd "$work/base" && CARGO_TARGET_DIR="$work/target-base" cargo build --release --quiet --bin brook)
+echo "== building the working tree (release)" >&2
+(cd "$here" && cargo build --release --quiet --bin brook)
+before="$work/target-base/release/brook"
+after="$here/target/release/brook"
+
+wait_port() {
+    for _ in $(seq 300); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.2
+    done
+    echo "nothing listening on $1" >&2
+    return 1
+}
+
+start() { # name binary port
+    "$2" serve --listen "127.0.0.1:$3" --no-http --data-dir "$work/$1-data" >"$work/$1.out" 2>&1 &
+    pids+=($!)
+    wait_port "$3"
+}
+start before "$before" 5571
+before_pid=${pids[-1]}
+start after "$after" 5572
+after_pid=${pids[-1]}
+
+scenarios=(
+    "publish --messages 2000000 --size 12"
+    "consume --messages 2000000 --size 12"
+    "e2e --rate 50000 --duration 10"
+    "publish --messages 300000 --size 1024"
+    "consume --messages 300000 --size 1024"
+    "track --count 10000"
+)
+results="$work/results.jsonl"
+for scenario in "${scenarios[@]}"; do
+    for run in $(seq "$runs"); do
+        for build in before after; do
+            if [ "$build" = before ]; then port=5571 pid=$before_pid; else port=5572 pid=$after_pid; fi
+            echo "== $build: $scenario (run $run/$runs)" >&2
+            # shellcheck disable=SC2086
+            json=$("$after" bench $scenario --addr "127.0.0.1:$port" --broker-pid "$pid" --json 2>/dev/null) || {
+                echo "   failed" >&2
+                continue
+            }
+            printf '{"broker_name":"%s","args":"%s","result":%s}\n' "$build" "$scenario" "$json" >>"$results"
+        done
+    done
+done
+
+python3 "$here/bench/summarize.py" "$results" before after
