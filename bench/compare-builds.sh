@@ -4,12 +4,13 @@
 # alternately, then a table of medians and after/before ratios.
 #
 #   bench/compare-builds.sh 876b05f          # before = that commit, after = the working tree
-#   RUNS=1 bench/compare-builds.sh HEAD~3
+#   RUNS=1 SCENARIOS="publish e2e" bench/compare-builds.sh HEAD~3
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 base_rev=${1:?usage: compare-builds.sh BASE_REV}
 runs=${RUNS:-3}
+read -r -a only <<< "${SCENARIOS:-}"
 work=$(mktemp -d "${TMPDIR:-/tmp}/brook-builds.XXXXXX")
 pids=()
 cleanup() {
@@ -20,12 +21,14 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-echo "== building $base_rev (release)" >&2
+# The base build is kept under target/ so the next comparison with the same base is quick.
+base_target="$here/target/base-$(git -C "$here" rev-parse --short "$base_rev")"
+echo "== building $base_rev (release, in $base_target)" >&2
 git -C "$here" worktree add --detach --quiet "$work/base" "$base_rev"
-(cd "$work/base" && CARGO_TARGET_DIR="$work/target-base" cargo build --release --quiet --bin brook)
+(cd "$work/base" && CARGO_TARGET_DIR="$base_target" cargo build --release --quiet --bin brook)
 echo "== building the working tree (release)" >&2
 (cd "$here" && cargo build --release --quiet --bin brook)
-before="$work/target-base/release/brook"
+before="$base_target/release/brook"
 after="$here/target/release/brook"
 
 wait_port() {
@@ -55,6 +58,14 @@ scenarios=(
     "consume --messages 300000 --size 1024"
     "track --count 10000"
 )
+# SCENARIOS="publish consume" runs only the scenarios starting with those words.
+if [ ${#only[@]} -gt 0 ]; then
+    keep=()
+    for s in "${scenarios[@]}"; do
+        for o in "${only[@]}"; do [[ "$s" == "$o"* ]] && keep+=("$s") && break; done
+    done
+    scenarios=("${keep[@]}")
+fi
 results="$work/results.jsonl"
 for scenario in "${scenarios[@]}"; do
     for run in $(seq "$runs"); do

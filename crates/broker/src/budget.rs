@@ -47,6 +47,16 @@ impl Budget {
         Charge(self.bytes.clone().acquire_many_owned(n).await.ok())
     }
 
+    /// Charges `bytes` if they fit now, without waiting.
+    pub fn try_charge(&self, bytes: usize) -> Option<Charge> {
+        let n = bytes.clamp(1, self.limit) as u32;
+        self.bytes
+            .clone()
+            .try_acquire_many_owned(n)
+            .ok()
+            .map(|p| Charge(Some(p)))
+    }
+
     /// Bytes not charged now.
     pub fn available(&self) -> usize {
         self.bytes.available_permits()

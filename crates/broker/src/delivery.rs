@@ -49,10 +49,25 @@ impl Delivery {
     pub(crate) async fn run(mut self) {
         loop {
             // Mark the current commit as seen *before* reading, so a commit that lands after
-            // the read finds us waiting instead of being missed.
-            self.committed.borrow_and_update();
-            let (cursor, result) = read(self.cursor).await;
-            self.cursor = cursor;
+            // the read finds us waiting instead of being missed. A reader at the committed end
+            // waits without going to the disk (or the blocking pool) at all.
+            let committed = *self.committed.borrow_and_update();
+            if self.cursor.next_chunk_id() >= committed {
+                // Waiting at the end: the writer keeps what it writes next in memory for us.
+                let _waiting = self.stream.reader.wait_at_tail();
+                if self.committed.changed().await.is_err() {
+                    return; // the stream's writer is gone
+                }
+                continue;
+            }
+            let mut kept = Vec::new();
+            let result = if self.cursor.read_kept(READ_AHEAD_BYTES, &mut kept) > 0 {
+                Ok(kept)
+            } else {
+                let (cursor, result) = read(self.cursor).await;
+                self.cursor = cursor;
+                result
+            };
             let chunks = match result {
                 Ok(chunks) if chunks.is_empty() => {
                     if self.committed.changed().await.is_err() {

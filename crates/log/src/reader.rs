@@ -14,6 +14,7 @@ use bytes::Bytes;
 
 use crate::error::{LogError, Result};
 use crate::format::{FILE_HEADER_LEN, IndexFile, index_path, segment_path};
+use crate::tail::{Tail, TailWait};
 
 /// What the writer publishes about one segment at commit time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +90,8 @@ pub(crate) struct Shared {
     pub storage: SharedStorage,
     pub dir: PathBuf,
     view: RwLock<View>,
+    /// The newest committed chunks, for readers at the end (see `tail.rs`).
+    pub tail: Tail,
 }
 
 impl Shared {
@@ -97,6 +100,7 @@ impl Shared {
             storage,
             dir,
             view: RwLock::new(view),
+            tail: Tail::default(),
         }
     }
 
@@ -162,6 +166,12 @@ impl LogReader {
             bytes: view.segments.iter().map(|s| s.size).sum(),
             segments: view.segments.len(),
         }
+    }
+
+    /// Counts the caller as a reader waiting at the end of the log while the guard lives:
+    /// the writer then keeps the chunks it writes in memory for it (see `tail.rs`).
+    pub fn wait_at_tail(&self) -> TailWait<'_> {
+        self.shared.tail.wait()
     }
 
     /// The last committed chunk id, cheaply (it goes into every Deliver v2).
@@ -280,6 +290,15 @@ pub struct ReadChunk {
 }
 
 impl ReadChunk {
+    pub(crate) fn new(header: ChunkHeader, raw: Bytes) -> Self {
+        Self { header, raw }
+    }
+
+    /// Bytes as stored: header, Bloom filter, data, trailer.
+    pub fn raw_len(&self) -> usize {
+        self.raw.len()
+    }
+
     fn data_start(&self) -> usize {
         HEADER_LEN + usize::from(self.header.bloom_size)
     }
@@ -371,6 +390,17 @@ impl Cursor {
             drop(view);
             self.move_to(next);
         }
+    }
+
+    /// Appends to `out` the chunks after the cursor that the writer kept in memory (see
+    /// `tail.rs`), about `max_bytes`, without any I/O. Returns how many; 0 when the next chunk
+    /// is not kept (read it with [`Cursor::read`]).
+    pub fn read_kept(&mut self, max_bytes: usize, out: &mut Vec<ReadChunk>) -> usize {
+        let before = out.len();
+        if let Some(next) = self.shared.tail.read(self.position, max_bytes, out) {
+            self.position = next;
+        }
+        out.len() - before
     }
 
     /// Appends to `out` the committed chunks after the cursor, reading about `max_bytes` (always

@@ -13,7 +13,7 @@ use crate::format::{
     FILE_HEADER_LEN, INDEX_HEADER, IndexRecord, MAX_SEGMENT_BYTES, SEGMENT_HEADER, index_path,
     segment_path, sync_dir,
 };
-use crate::reader::{LogReader, Position, SegmentInfo, Shared, View};
+use crate::reader::{LogReader, Position, ReadChunk, SegmentInfo, Shared, View};
 use crate::recovery::{self, Recovery};
 use crate::tracking::Tracking;
 
@@ -93,6 +93,8 @@ pub struct Log {
     needs_snapshot: bool,
     poisoned: bool,
     scratch: Vec<u8>,
+    /// Copies of chunks written since the last commit, for readers at the tail.
+    fresh: Vec<(Position, ReadChunk)>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -140,6 +142,7 @@ impl Log {
             needs_snapshot: false,
             poisoned: false,
             scratch: Vec::new(),
+            fresh: Vec::new(),
         };
         Ok((log, recovered.report))
     }
@@ -245,8 +248,19 @@ impl Log {
             v.clone_from(w);
         }
         view.last_user_chunk = self.last_user_chunk;
+        drop(view);
+        self.shared.tail.publish(&mut self.fresh);
         self.uncommitted = false;
         self.segments_changed = false;
+    }
+
+    /// Whether the next append starts a new segment (which syncs the current one: a write
+    /// that may block for milliseconds).
+    pub fn next_append_rolls(&self) -> bool {
+        let active = self.active();
+        active.chunks > 0
+            && (active.size >= self.config.max_segment_bytes.min(MAX_SEGMENT_BYTES)
+                || active.chunks >= self.config.max_segment_chunks)
     }
 
     fn active(&self) -> &SegmentInfo {
@@ -350,6 +364,21 @@ impl Log {
             self.roll_back(position);
             return Err(e);
         }
+        if self.shared.tail.wanted() {
+            // A reader waits at the end: keep a copy for it (one copy per chunk, shared by
+            // every reader), readable once committed.
+            let mut raw = Vec::with_capacity(disk_len as usize);
+            for s in &slices {
+                raw.extend_from_slice(s);
+            }
+            let at = Position {
+                segment: first,
+                file_pos: position,
+                chunk_id,
+            };
+            self.fresh
+                .push((at, ReadChunk::new(header, bytes::Bytes::from(raw))));
+        }
         let active = self.segments.last_mut().ok_or(LogError::Poisoned)?;
         active.chunks += 1;
         active.size += disk_len;
@@ -386,6 +415,7 @@ impl Log {
     /// Deletes whole old segments beyond the retention limits. The active segment is never
     /// deleted. Readers see the new first chunk at once.
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<RetentionReport> {
+        self.shared.tail.trim();
         let sealed = self.segments.len().saturating_sub(1);
         let mut delete = 0usize;
         if let Some(max_bytes) = self.config.retention.max_bytes {

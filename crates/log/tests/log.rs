@@ -498,3 +498,36 @@ fn empty_segment_after_a_roll_is_removed() {
     assert_eq!(log.next_offset(), next);
     assert_eq!(log.tracking().offset("c"), Some(3));
 }
+
+/// A reader waiting at the end gets freshly committed chunks from memory, byte-identical to
+/// what a file read returns; without a waiter nothing is kept.
+#[test]
+fn readers_at_the_end_read_kept_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(disk(), dir.path(), LogConfig::default()).unwrap();
+    let reader = log.reader();
+    append(&mut log, &[b"before anyone waits"], &[]);
+    let mut cursor = reader.cursor(Seek::Next).unwrap();
+    let mut kept = Vec::new();
+    {
+        let _waiting = reader.wait_at_tail();
+        append(&mut log, &[b"one", b"two"], &[("p", 1)]);
+        append(&mut log, &[b"three"], &[("p", 2)]);
+    }
+    // Nobody waits any more: this one is not kept.
+    append(&mut log, &[b"four"], &[]);
+    assert_eq!(cursor.read_kept(1 << 20, &mut kept), 2);
+    assert_eq!(cursor.read_kept(1 << 20, &mut kept), 0);
+    let mut from_file = Vec::new();
+    let mut file_cursor = reader.cursor(Seek::Offset(1)).unwrap();
+    file_cursor.read(1 << 20, &mut from_file).unwrap();
+    assert_eq!(user_messages(&kept), user_messages(&from_file[..2]));
+    for (k, f) in kept.iter().zip(&from_file) {
+        assert_eq!(k.header, f.header);
+        assert_eq!(k.trailer(), f.trailer());
+    }
+    // The cursor goes on from the file where memory ends.
+    let mut rest = Vec::new();
+    cursor.read(1 << 20, &mut rest).unwrap();
+    assert_eq!(user_messages(&rest), [(4, b"four".to_vec())]);
+}

@@ -221,14 +221,14 @@ impl Core {
     }
 
     /// The last publishing id written or about to be written for a reference.
-    pub(crate) fn sequence(&self, reference: &str, sink: &dyn ChunkSink) -> Option<u64> {
+    pub(crate) fn sequence(&self, reference: &str, sink: &impl ChunkSink) -> Option<u64> {
         self.chunk
             .sequence(reference)
             .or_else(|| sink.stored_sequence(reference))
     }
 
     /// Adds a Publish frame's entries to the chunk being built; full chunks are appended.
-    pub(crate) fn publish(&mut self, cmd: PublishCmd, sink: &mut dyn ChunkSink) {
+    pub(crate) fn publish(&mut self, cmd: PublishCmd, sink: &mut impl ChunkSink) {
         let PublishCmd {
             publish,
             take,
@@ -318,7 +318,7 @@ impl Core {
     }
 
     /// Appends the chunk being built, if any.
-    fn seal(&mut self, sink: &mut dyn ChunkSink) {
+    fn seal(&mut self, sink: &mut impl ChunkSink) {
         if self.chunk.entries == 0 {
             return;
         }
@@ -381,7 +381,7 @@ impl Core {
     }
 
     /// Ends a batch: appends what is left and says what comes next.
-    pub(crate) fn end_batch(&mut self, sink: &mut dyn ChunkSink, now: Instant) -> Step {
+    pub(crate) fn end_batch(&mut self, sink: &mut impl ChunkSink, now: Instant) -> Step {
         self.seal(sink);
         // What is left are duplicates, confirmed with whatever this batch commits.
         self.pending.move_into(&mut self.written);
@@ -405,6 +405,15 @@ impl Core {
                     Step::SyncAt(due)
                 }
             }
+        }
+    }
+
+    /// Whether ending a batch now could fsync (a call that blocks for milliseconds).
+    pub(crate) fn may_sync(&self, now: Instant) -> bool {
+        match self.config.durability {
+            Durability::None => false,
+            Durability::Always => true,
+            Durability::Batch(interval) => now >= self.last_sync + interval,
         }
     }
 

@@ -1,9 +1,23 @@
-//! The async shell of a stream writer: batches commands, runs the [`StreamWriter`] on a blocking
-//! thread, routes its replies to connections, and keeps the group-commit and retention timers.
+//! The async shell of a stream writer: runs the [`StreamWriter`], routes its replies to
+//! connections, and keeps the group-commit and retention timers.
+//!
+//! Where the writer runs is a measured trade-off. Whatever may block for milliseconds — an
+//! fsync (durability `always`, a due group commit), a segment roll (which syncs the sealed
+//! segment and creates files), retention's unlinks, a delete — runs off the async workers
+//! (`block_in_place`, so the worker's other tasks move to another thread). A batch of plain
+//! appends to the page cache runs inline: handing every batch to another thread cost a
+//! quarter of the publish rate and half again the end-to-end latency on two cores (two thread
+//! wake-ups per batch, on the critical path of every confirm), for writes that take
+//! microseconds. Should the page cache stall (dirty-page throttling, a journal commit), the
+//! first inline batch that takes over [`SLOW_BATCH`] sends the stream's writes off the workers
+//! for [`SLOW_MODE`], and says so in the log. Readers never read files on the async workers:
+//! consumers at the end take fresh chunks from memory (`brook_log`'s tail), the others read on
+//! the blocking pool.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, watch};
 
 use super::core::Reply;
@@ -11,9 +25,16 @@ use super::writer::{Outcome, StreamWriter};
 use super::{Command, StreamState};
 use crate::outgoing::Outgoing;
 
-/// Commands taken into one batch at most: bounds the work of one blocking call, so a stream
-/// under heavy load still answers its timers.
+/// Commands taken into one batch at most: bounds the work of one write.
 const MAX_BATCH_COMMANDS: usize = 4096;
+/// Batches one blocking call handles at most before the task checks its timers again.
+const MAX_BATCHES_PER_CALL: usize = 64;
+/// Publish bytes a batch may hold and still be written inline.
+const INLINE_BATCH_BYTES: usize = 1 << 20;
+/// An inline batch that takes longer means the page cache is stalling.
+const SLOW_BATCH: Duration = Duration::from_millis(2);
+/// How long a stream then writes off the async workers.
+const SLOW_MODE: Duration = Duration::from_secs(30);
 
 /// A writer task's connections to the rest of the broker.
 #[derive(Debug)]
@@ -24,15 +45,57 @@ pub(crate) struct Links {
     pub retention_check_interval: Duration,
 }
 
-/// Runs `f` with the writer on the blocking pool: file I/O and fsync never stall the async
-/// workers. `None` if it panicked (the writer is then lost and the task ends).
+/// Everything a writer task owns; moved to the blocking thread and back.
+struct Task {
+    writer: StreamWriter,
+    commands: mpsc::UnboundedReceiver<Command>,
+    links: Links,
+    /// When a group commit must sync.
+    sync_at: Option<Instant>,
+    /// Until when writes run off the async workers (an inline batch was slow).
+    slow_until: Option<Instant>,
+}
+
+/// What ended a blocking call.
+enum Next {
+    /// The queue is empty: wait for commands or timers.
+    Idle,
+    /// Bounded work done with these commands taken but not handled: check the timers, then
+    /// go on with them.
+    Busy(Vec<Command>),
+    /// Shutdown or Delete came.
+    Stop(Command),
+    /// Every command sender is gone.
+    Closed,
+}
+
+/// Runs `f` off the async workers' duty: with `block_in_place` on a multi-threaded runtime
+/// (this thread stops being a worker for the call and its other tasks move to another thread,
+/// so nothing waits behind a slow write or fsync); on the blocking pool otherwise (a
+/// current-thread runtime, in tests). `None` if it panicked (the writer is
+/// then lost, the task ends, and publishes to the stream fail as if it were deleted).
 async fn blocking<T: Send + 'static>(
-    mut writer: StreamWriter,
-    f: impl FnOnce(&mut StreamWriter) -> T + Send + 'static,
-) -> Option<(StreamWriter, T)> {
+    task: Task,
+    f: impl FnOnce(&mut Task) -> T + Send + 'static,
+) -> Option<(Task, T)> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread) {
+        let mut task = task;
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tokio::task::block_in_place(|| f(&mut task))
+        }));
+        return match out {
+            Ok(out) => Some((task, out)),
+            Err(_) => {
+                tracing::error!("stream writer panicked");
+                None
+            }
+        };
+    }
     let joined = tokio::task::spawn_blocking(move || {
-        let out = f(&mut writer);
-        (writer, out)
+        let mut task = task;
+        let out = f(&mut task);
+        (task, out)
     })
     .await;
     match joined {
@@ -44,71 +107,171 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+impl Task {
+    /// Whether `batch` may be handled inline (see the module's documentation).
+    fn inline(&self, batch: &[Command], now: Instant) -> bool {
+        let bytes: usize = batch
+            .iter()
+            .map(|c| match c {
+                Command::Publish(p) => p.publish.raw_entries().len(),
+                _ => 0,
+            })
+            .sum();
+        self.slow_until.is_none_or(|until| now >= until)
+            && bytes <= INLINE_BATCH_BYTES
+            && !self.writer.may_block(now)
+            && !batch
+                .iter()
+                .any(|c| matches!(c, Command::Shutdown { .. } | Command::Delete { .. }))
+    }
+
+    /// Handles one batch on the async worker, watching how long it takes.
+    fn work_inline(&mut self, batch: Vec<Command>) -> Next {
+        let started = Instant::now();
+        let next = self.work(batch, 1);
+        let took = started.elapsed();
+        if took > SLOW_BATCH {
+            tracing::warn!(stream = %self.links.name, ?took,
+                "writing to the page cache stalled; writing off the async workers for {SLOW_MODE:?}");
+            self.slow_until = Some(Instant::now() + SLOW_MODE);
+        }
+        next
+    }
+
+    /// Handles `first` and whatever else is queued, batch after batch, until the queue is
+    /// empty or `max_batches` were handled.
+    fn work(&mut self, first: Vec<Command>, max_batches: usize) -> Next {
+        let mut batch = first;
+        for done in 1..=max_batches {
+            let stop = batch
+                .iter()
+                .position(|c| matches!(c, Command::Shutdown { .. } | Command::Delete { .. }));
+            let rest = stop.map(|i| batch.split_off(i));
+            let outcome = self
+                .writer
+                .handle(std::mem::take(&mut batch), Instant::now());
+            self.sync_at = outcome.sync_at;
+            route(outcome, &self.links);
+            if let Some(stop) = rest.and_then(|r| r.into_iter().next()) {
+                return Next::Stop(stop);
+            }
+            if done == max_batches {
+                // What is queued now stays in the channel for the next call.
+                return Next::Idle;
+            }
+            match self.drain(&mut batch) {
+                Ok(0) => return Next::Idle,
+                Ok(_) => {}
+                Err(()) => return Next::Closed,
+            }
+        }
+        Next::Busy(batch)
+    }
+
+    /// Takes what is queued now, up to a batch. `Err` once every sender is gone.
+    fn drain(&mut self, batch: &mut Vec<Command>) -> Result<usize, ()> {
+        while batch.len() < MAX_BATCH_COMMANDS {
+            match self.commands.try_recv() {
+                Ok(cmd) => batch.push(cmd),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) if batch.is_empty() => return Err(()),
+                Err(TryRecvError::Disconnected) => break,
+            }
+        }
+        Ok(batch.len())
+    }
+}
+
 /// The task body: runs until the stream is deleted or shut down, or every handle is gone.
 pub(crate) async fn run(
-    mut writer: StreamWriter,
-    mut commands: mpsc::UnboundedReceiver<Command>,
+    writer: StreamWriter,
+    commands: mpsc::UnboundedReceiver<Command>,
     links: Links,
 ) {
     let mut retention = tokio::time::interval(links.retention_check_interval);
     retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     retention.tick().await;
-    let mut sync_at = None;
+    let mut task = Task {
+        writer,
+        commands,
+        links,
+        sync_at: None,
+        slow_until: None,
+    };
     let mut batch = Vec::new();
+    // Commands taken but not handled yet (the last call stopped at its bound).
+    let mut carried = Vec::new();
     loop {
-        tokio::select! {
-            n = commands.recv_many(&mut batch, MAX_BATCH_COMMANDS) => {
+        let next = tokio::select! {
+            // Timers first, so a writer that is never idle still syncs and applies retention.
+            biased;
+            _ = retention.tick() => {
+                let now_ms = crate::now_ms();
+                let Some((t, ())) = blocking(task, move |t| t.writer.enforce_retention(now_ms)).await else {
+                    return;
+                };
+                task = t;
+                Next::Idle
+            }
+            _ = sleep_until(task.sync_at) => {
+                let Some((t, ())) = blocking(task, |t| {
+                    let outcome = t.writer.sync_due(Instant::now());
+                    t.sync_at = outcome.sync_at;
+                    route(outcome, &t.links);
+                }).await else {
+                    return;
+                };
+                task = t;
+                Next::Idle
+            }
+            n = task.commands.recv_many(&mut batch, MAX_BATCH_COMMANDS), if carried.is_empty() => {
                 if n == 0 {
                     break;
                 }
-                let stop = batch
-                    .iter()
-                    .position(|c| matches!(c, Command::Shutdown { .. } | Command::Delete { .. }));
-                let rest = stop.map(|i| batch.split_off(i));
-                let cmds = std::mem::take(&mut batch);
-                let Some((w, outcome)) = blocking(writer, move |w| w.handle(cmds, Instant::now())).await else {
-                    return;
-                };
-                writer = w;
-                sync_at = outcome.sync_at;
-                route(outcome, &links);
-                if let Some(stop) = rest.and_then(|r| r.into_iter().next()) {
-                    return finish(writer, stop, &links).await;
+                let first = std::mem::take(&mut batch);
+                if task.inline(&first, Instant::now()) {
+                    task.work_inline(first)
+                } else {
+                    let Some((t, next)) = blocking(task, move |t| t.work(first, MAX_BATCHES_PER_CALL)).await else {
+                        return;
+                    };
+                    task = t;
+                    next
                 }
             }
-            _ = retention.tick() => {
-                let now_ms = crate::now_ms();
-                let Some((w, ())) = blocking(writer, move |w| w.enforce_retention(now_ms)).await else {
+            () = std::future::ready(()), if !carried.is_empty() => {
+                let first = std::mem::take(&mut carried);
+                let Some((t, next)) = blocking(task, move |t| t.work(first, MAX_BATCHES_PER_CALL)).await else {
                     return;
                 };
-                writer = w;
+                task = t;
+                next
             }
-            _ = sleep_until(sync_at) => {
-                let Some((w, outcome)) = blocking(writer, |w| w.sync_due(Instant::now())).await else {
-                    return;
-                };
-                writer = w;
-                sync_at = outcome.sync_at;
-                route(outcome, &links);
-            }
+        };
+        match next {
+            Next::Idle => {}
+            Next::Busy(rest) => carried = rest,
+            Next::Stop(stop) => return finish(task, stop).await,
+            Next::Closed => break,
         }
     }
-    if let Some((_, outcome)) = blocking(writer, |w| w.finish(Instant::now())).await {
-        route(outcome, &links);
+    if let Some((task, outcome)) = blocking(task, |t| t.writer.finish(Instant::now())).await {
+        route(outcome, &task.links);
     }
 }
 
 /// Shutdown (write and sync what is queued) or Delete.
-async fn finish(writer: StreamWriter, stop: Command, links: &Links) {
+async fn finish(task: Task, stop: Command) {
     match stop {
         Command::Shutdown { reply } => {
-            if let Some((_, outcome)) = blocking(writer, |w| w.finish(Instant::now())).await {
-                route(outcome, links);
+            if let Some((task, outcome)) = blocking(task, |t| t.writer.finish(Instant::now())).await
+            {
+                route(outcome, &task.links);
             }
             let _ = reply.send(());
         }
         Command::Delete { reply } => {
-            let _ = tokio::task::spawn_blocking(move || writer.delete()).await;
+            let _ = tokio::task::spawn_blocking(move || task.writer.delete()).await;
             let _ = reply.send(());
         }
         _ => {}
@@ -125,7 +288,7 @@ fn route(outcome: Outcome, links: &Links) {
         });
     }
     for reply in outcome.replies {
-        let (group, item) = match reply {
+        let (target, item) = match reply {
             Reply::Confirm(g) => {
                 let item = Outgoing::Confirm {
                     publisher_id: g.target.publisher_id,
@@ -144,7 +307,7 @@ fn route(outcome: Outcome, links: &Links) {
                 (g.target, item)
             }
         };
-        let _ = group.outgoing.send(item);
+        let _ = target.outgoing.send(item);
     }
     if outcome.fence > links.state.publisher_epoch() {
         tracing::warn!(stream = %links.name, epoch = outcome.fence,

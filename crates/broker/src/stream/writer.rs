@@ -55,6 +55,12 @@ impl StreamWriter {
         Self { log, core }
     }
 
+    /// Whether handling a batch now could block for milliseconds: an fsync or a segment roll
+    /// (which syncs the sealed segment and creates files). Plain appends go to the page cache.
+    pub(crate) fn may_block(&self, now: Instant) -> bool {
+        self.core.may_sync(now) || self.log.next_append_rolls()
+    }
+
     /// Handles a batch: everything queued while the previous one was written. Shutdown and
     /// Delete are the task's; they are ignored here.
     pub(crate) fn handle(&mut self, commands: Vec<Command>, now: Instant) -> Outcome {

@@ -184,6 +184,10 @@ impl<R: AsyncRead + Unpin> Connection<R> {
     /// Charges `bytes` to the budget, waiting while it is spent. Fails when the peer has not
     /// let a single byte be written for the stall timeout meanwhile.
     async fn charge(&self, bytes: usize) -> Result<Charge, ConnError> {
+        // The common case, without a timer.
+        if let Some(charge) = self.budget.try_charge(bytes) {
+            return Ok(charge);
+        }
         let timeout = self.stall_timeout();
         loop {
             match tokio::time::timeout(timeout, self.budget.charge(bytes)).await {
