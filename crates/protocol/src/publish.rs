@@ -62,6 +62,7 @@ impl Publish {
         w.put_slice(&self.entries);
     }
 
+    #[inline]
     pub fn entries(&self) -> impl Iterator<Item = PublishedEntry<'_>> {
         let version = self.version;
         let mut rest = &self.entries[..];
@@ -88,6 +89,7 @@ impl Publish {
     }
 }
 
+#[inline]
 fn split_published(version: u16, input: &[u8]) -> Result<(PublishedEntry<'_>, &[u8]), DecodeError> {
     let truncated = || DecodeError::Truncated {
         what: "publish entry",
