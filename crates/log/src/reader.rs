@@ -6,6 +6,7 @@
 //! committed bytes are ever read, so a reader never sees a chunk being written.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use brook_protocol::chunk::{ChunkHeader, ChunkType, HEADER_LEN};
@@ -72,7 +73,7 @@ impl View {
             .map(|s| s.first_chunk_id)
     }
 
-    fn committed_chunk_id(&self) -> Option<u64> {
+    pub(crate) fn committed_chunk_id(&self) -> Option<u64> {
         self.segments.iter().rev().find_map(|s| s.last_chunk_id)
     }
 
@@ -92,6 +93,8 @@ pub(crate) struct Shared {
     view: RwLock<View>,
     /// The newest committed chunks, for readers at the end (see `tail.rs`).
     pub tail: Tail,
+    /// Id of the last chunk written, committed or not; -1 before the first.
+    last_written: AtomicI64,
 }
 
 impl Shared {
@@ -99,9 +102,23 @@ impl Shared {
         Self {
             storage,
             dir,
+            last_written: AtomicI64::new(
+                view.committed_chunk_id()
+                    .and_then(|id| i64::try_from(id).ok())
+                    .unwrap_or(-1),
+            ),
             view: RwLock::new(view),
             tail: Tail::default(),
         }
+    }
+
+    pub(crate) fn set_last_written(&self, chunk_id: u64) {
+        let id = i64::try_from(chunk_id).unwrap_or(i64::MAX);
+        self.last_written.store(id, Ordering::Release);
+    }
+
+    fn last_written(&self) -> Option<u64> {
+        u64::try_from(self.last_written.load(Ordering::Acquire)).ok()
     }
 
     // A panic while holding the lock cannot leave the view half-updated in a way readers
@@ -143,6 +160,8 @@ pub struct LogStats {
     pub first_chunk_id: Option<u64>,
     /// Last committed chunk id; `None` when nothing was committed.
     pub committed_chunk_id: Option<u64>,
+    /// Last chunk written, committed or not (osiris's `last_chunk_id`); `None` when empty.
+    pub last_chunk_id: Option<u64>,
     /// The offset the next chunk will get.
     pub next_offset: u64,
     /// Bytes on disk, all segments.
@@ -162,6 +181,7 @@ impl LogReader {
         LogStats {
             first_chunk_id: view.first_chunk_id(),
             committed_chunk_id: view.committed_chunk_id(),
+            last_chunk_id: self.shared.last_written(),
             next_offset: view.next_offset(),
             bytes: view.segments.iter().map(|s| s.size).sum(),
             segments: view.segments.len(),

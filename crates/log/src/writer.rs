@@ -364,6 +364,7 @@ impl Log {
             self.roll_back(position);
             return Err(e);
         }
+        self.shared.set_last_written(chunk_id);
         if self.shared.tail.wanted() {
             // A reader waits at the end: keep a copy for it (one copy per chunk, shared by
             // every reader), readable once committed.

@@ -296,9 +296,13 @@ fn stream_stats(session: &mut Session, correlation_id: u32, stream: &str) -> Str
     let r = session.stream_stats(stream);
     let id = |v: Option<u64>| v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
     let stats = match &r {
+        // osiris's get_stats as RabbitMQ 3.12–4.2 pass it through: every key always present,
+        // -1 for "none yet" (the Go and .NET clients report -1 as "not found"; a missing key
+        // would read as 0). `committed_offset` arrived with RabbitMQ 4.3.
         Ok(s) => vec![
-            ("first_chunk_id".into(), id(s.first_chunk_id)),
             ("committed_chunk_id".into(), id(s.committed_chunk_id)),
+            ("first_chunk_id".into(), id(s.first_chunk_id)),
+            ("last_chunk_id".into(), id(s.last_chunk_id)),
         ],
         Err(_) => vec![],
     };
