@@ -83,6 +83,11 @@ impl Tracking {
         for (reference, offset) in pending {
             put_record(out, TYPE_OFFSET, reference, &offset.to_be_bytes());
         }
+        self.encode_sequences(sequences, out);
+    }
+
+    /// Encodes `sequences` alone (the pending offsets go with the first chunk of a write).
+    pub(crate) fn encode_sequences(&self, sequences: &[(&str, u64)], out: &mut Vec<u8>) {
         for &(reference, seq) in sequences {
             if valid_id(reference) {
                 put_record(out, TYPE_SEQUENCE, reference, &seq.to_be_bytes());

@@ -62,6 +62,42 @@ pub struct UserChunk<'a> {
     pub sequences: &'a [(&'a str, u64)],
 }
 
+/// One chunk to write: its type, counts, and the sections around its data.
+struct Piece<'a> {
+    chunk_type: ChunkType,
+    num_entries: u16,
+    num_records: u32,
+    bloom: &'a [u8],
+    data: &'a [&'a [u8]],
+    trailer: &'a [u8],
+}
+
+impl Piece<'_> {
+    fn data_len(&self) -> usize {
+        self.data.iter().map(|d| d.len()).sum()
+    }
+
+    fn header(&self, chunk_id: u64, timestamp: i64) -> ChunkHeader {
+        let mut crc = crc32fast::Hasher::new();
+        for d in self.data {
+            crc.update(d);
+        }
+        ChunkHeader {
+            chunk_type: self.chunk_type,
+            num_entries: self.num_entries,
+            num_records: self.num_records,
+            timestamp,
+            epoch: EPOCH,
+            chunk_id,
+            crc: crc.finalize(),
+            data_len: self.data_len().min(u32::MAX as usize) as u32,
+            trailer_len: self.trailer.len().min(u32::MAX as usize) as u32,
+            bloom_size: self.bloom.len().min(255) as u8,
+            side_check: chunk::side_check(self.bloom, self.trailer),
+        }
+    }
+}
+
 /// What retention removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RetentionReport {
@@ -181,22 +217,50 @@ impl Log {
     /// Appends a user chunk; pending tracking updates and the chunk's publisher sequences go
     /// into its trailer. Returns the chunk id. Not visible to readers until [`Log::commit`].
     pub fn append_user(&mut self, chunk: &UserChunk<'_>) -> Result<u64> {
+        self.append_users(std::slice::from_ref(chunk))
+    }
+
+    /// Appends user chunks with one write to the segment and one to the index, all or
+    /// nothing; pending tracking updates go into the first chunk's trailer, each chunk's
+    /// publisher sequences into its own. Returns the first chunk's id. Not visible to readers
+    /// until [`Log::commit`].
+    pub fn append_users(&mut self, chunks: &[UserChunk<'_>]) -> Result<u64> {
+        if chunks.is_empty() {
+            return Ok(self.next_offset());
+        }
         self.maybe_roll()?;
-        let mut trailer = std::mem::take(&mut self.scratch);
-        trailer.clear();
-        self.tracking.encode_deltas(chunk.sequences, &mut trailer);
-        let result = self.write_chunk(
-            ChunkType::User,
-            chunk.num_entries,
-            chunk.num_records,
-            chunk.bloom,
-            &[chunk.data],
-            &trailer,
-        );
-        self.scratch = trailer;
-        let chunk_id = result?;
-        self.tracking.written(chunk_id, chunk.sequences);
-        Ok(chunk_id)
+        let mut trailers = Vec::with_capacity(chunks.len());
+        for (i, chunk) in chunks.iter().enumerate() {
+            let mut trailer = Vec::new();
+            if i == 0 {
+                self.tracking.encode_deltas(chunk.sequences, &mut trailer);
+            } else {
+                self.tracking
+                    .encode_sequences(chunk.sequences, &mut trailer);
+            }
+            trailers.push(trailer);
+        }
+        let datas: Vec<[&[u8]; 1]> = chunks.iter().map(|c| [c.data]).collect();
+        let pieces: Vec<Piece<'_>> = chunks
+            .iter()
+            .zip(&trailers)
+            .zip(&datas)
+            .map(|((c, trailer), data)| Piece {
+                chunk_type: ChunkType::User,
+                num_entries: c.num_entries,
+                num_records: c.num_records,
+                bloom: c.bloom,
+                data,
+                trailer,
+            })
+            .collect();
+        let first = self.write_chunks(&pieces)?;
+        let mut chunk_id = first;
+        for chunk in chunks {
+            self.tracking.written(chunk_id, chunk.sequences);
+            chunk_id = chunk_id.saturating_add(u64::from(chunk.num_records));
+        }
+        Ok(first)
     }
 
     /// Writes pending stored offsets as a tracking-delta chunk (which takes one offset, as in
@@ -300,6 +364,7 @@ impl Log {
         Ok(())
     }
 
+    /// Writes one chunk; see [`Log::write_chunks`].
     fn write_chunk(
         &mut self,
         chunk_type: ChunkType,
@@ -309,94 +374,122 @@ impl Log {
         data: &[&[u8]],
         trailer: &[u8],
     ) -> Result<u64> {
-        if self.poisoned {
-            return Err(LogError::Poisoned);
-        }
-        let data_len: usize = data.iter().map(|d| d.len()).sum();
-        let disk_len = (chunk::HEADER_LEN + bloom.len() + data_len + trailer.len()) as u64;
-        let position = self.active().size;
-        if data_len > u32::MAX as usize || bloom.len() > 255 || position > u64::from(u32::MAX) {
-            return Err(LogError::ChunkTooLarge(disk_len));
-        }
-        let chunk_id = self.next_offset();
-        let timestamp = now_ms().max(self.last_timestamp);
-        let mut crc = crc32fast::Hasher::new();
-        for d in data {
-            crc.update(d);
-        }
-        let header = ChunkHeader {
+        let piece = Piece {
             chunk_type,
             num_entries,
             num_records,
-            timestamp,
-            epoch: EPOCH,
-            chunk_id,
-            crc: crc.finalize(),
-            data_len: data_len as u32,
-            trailer_len: trailer.len() as u32,
-            bloom_size: bloom.len() as u8,
-            side_check: chunk::side_check(bloom, trailer),
+            bloom,
+            data,
+            trailer,
         };
-        let header_bytes = header.to_bytes();
-        let mut slices: Vec<&[u8]> = Vec::with_capacity(data.len() + 3);
-        slices.push(&header_bytes);
-        slices.push(bloom);
-        slices.extend_from_slice(data);
-        slices.push(trailer);
-        let record = IndexRecord {
-            chunk_id,
-            timestamp,
-            epoch: EPOCH,
-            position: position as u32,
-            chunk_type: chunk_type as u8,
-        };
-        let first = self.active().first_chunk_id;
+        self.write_chunks(&[piece])
+    }
+
+    /// Writes chunks back to back with one `writev` to the segment and one `write` to the
+    /// index, all or nothing: a failed write is cut off again. Returns the first chunk's id
+    /// (the others follow by their record counts).
+    fn write_chunks(&mut self, pieces: &[Piece<'_>]) -> Result<u64> {
+        if self.poisoned {
+            return Err(LogError::Poisoned);
+        }
+        let position = self.active().size;
+        let first_id = self.next_offset();
+        let timestamp = now_ms().max(self.last_timestamp);
+        let mut headers = Vec::with_capacity(pieces.len());
+        let mut records =
+            Vec::with_capacity(pieces.len() * crate::format::INDEX_RECORD_LEN as usize);
+        let (mut at, mut chunk_id) = (position, first_id);
+        for piece in pieces {
+            let header = piece.header(chunk_id, timestamp);
+            let disk_len = header.disk_len();
+            if piece.data_len() > u32::MAX as usize
+                || piece.bloom.len() > 255
+                || at > u64::from(u32::MAX)
+            {
+                return Err(LogError::ChunkTooLarge(disk_len));
+            }
+            let record = IndexRecord {
+                chunk_id,
+                timestamp,
+                epoch: EPOCH,
+                position: at as u32,
+                chunk_type: piece.chunk_type as u8,
+            };
+            records.extend_from_slice(&record.to_bytes());
+            headers.push((header, header.to_bytes()));
+            at += disk_len;
+            chunk_id = header.next_offset();
+        }
+        let mut slices: Vec<&[u8]> = Vec::with_capacity(pieces.len() * 4);
+        for (piece, (_, bytes)) in pieces.iter().zip(&headers) {
+            slices.push(bytes);
+            slices.push(piece.bloom);
+            slices.extend_from_slice(piece.data);
+            slices.push(piece.trailer);
+        }
+        let segment = self.active().first_chunk_id;
         let written = self
             .segment_file
             .append(&slices)
-            .map_err(LogError::io(segment_path(&self.dir, first)))
+            .map_err(LogError::io(segment_path(&self.dir, segment)))
             .and_then(|()| {
                 self.index_file
-                    .append(&[&record.to_bytes()])
-                    .map_err(LogError::io(index_path(&self.dir, first)))
+                    .append(&[&records])
+                    .map_err(LogError::io(index_path(&self.dir, segment)))
             });
         if let Err(e) = written {
             self.roll_back(position);
             return Err(e);
         }
-        self.shared.set_last_written(chunk_id);
-        if self.shared.tail.wanted() {
-            // A reader waits at the end: keep a copy for it (one copy per chunk, shared by
-            // every reader), readable once committed.
-            let mut raw = Vec::with_capacity(disk_len as usize);
-            for s in &slices {
-                raw.extend_from_slice(s);
-            }
-            let at = Position {
-                segment: first,
-                file_pos: position,
-                chunk_id,
-            };
-            self.fresh
-                .push((at, ReadChunk::new(header, bytes::Bytes::from(raw))));
-        }
+        self.written(pieces, &headers, position, timestamp)?;
+        Ok(first_id)
+    }
+
+    /// Records chunks just written: segment numbers, last user chunk, tail copies.
+    fn written(
+        &mut self,
+        pieces: &[Piece<'_>],
+        headers: &[(ChunkHeader, [u8; chunk::HEADER_LEN])],
+        mut position: u64,
+        timestamp: i64,
+    ) -> Result<()> {
+        let keep = self.shared.tail.wanted();
         let active = self.segments.last_mut().ok_or(LogError::Poisoned)?;
-        active.chunks += 1;
-        active.size += disk_len;
-        active.last_chunk_id = Some(chunk_id);
-        active.last_timestamp = Some(timestamp);
-        active.next_offset = header.next_offset();
         let segment = active.first_chunk_id;
-        if chunk_type == ChunkType::User {
-            self.last_user_chunk = Some(Position {
+        for (piece, (header, bytes)) in pieces.iter().zip(headers) {
+            let disk_len = header.disk_len();
+            let at = Position {
                 segment,
                 file_pos: position,
-                chunk_id,
-            });
+                chunk_id: header.chunk_id,
+            };
+            if keep {
+                // A reader waits at the end: keep a copy for it (one copy per chunk, shared by
+                // every reader), readable once committed.
+                let mut raw = Vec::with_capacity(disk_len as usize);
+                raw.extend_from_slice(bytes);
+                raw.extend_from_slice(piece.bloom);
+                for d in piece.data {
+                    raw.extend_from_slice(d);
+                }
+                raw.extend_from_slice(piece.trailer);
+                self.fresh
+                    .push((at, ReadChunk::new(*header, bytes::Bytes::from(raw))));
+            }
+            active.chunks += 1;
+            active.size += disk_len;
+            active.last_chunk_id = Some(header.chunk_id);
+            active.last_timestamp = Some(timestamp);
+            active.next_offset = header.next_offset();
+            if piece.chunk_type == ChunkType::User {
+                self.last_user_chunk = Some(at);
+            }
+            self.shared.set_last_written(header.chunk_id);
+            position += disk_len;
         }
         self.last_timestamp = timestamp;
         self.uncommitted = true;
-        Ok(chunk_id)
+        Ok(())
     }
 
     /// Undoes a partial write so the files end at the last whole chunk again. If even that

@@ -11,7 +11,9 @@ use crate::publish::{Deliver, Publish};
 use crate::types::{
     BrokerEndpoint, CommandVersion, OffsetSpec, Properties, ResponseCode, StreamMetadata,
 };
-use crate::wire::{Reader, Wire, nullable, trailing};
+use crate::wire::{
+    Reader, Wire, consumer_update_offset, nullable, to_end, trailing, trailing_properties,
+};
 
 /// Command keys. A response uses `key | RESPONSE`.
 pub mod keys {
@@ -141,7 +143,7 @@ structs! {
         offset: OffsetSpec,
         credit: u16,
         /// Absent on the wire when the client sends none (Go); an empty list otherwise.
-        properties: Option<Properties> => trailing,
+        properties: Option<Properties> => trailing_properties,
     }
 
     struct Credit { subscription_id: u8, credit: u16 }
@@ -157,11 +159,11 @@ structs! {
 
     struct Unsubscribe { correlation_id: u32, subscription_id: u8 }
 
-    struct Create { correlation_id: u32, stream: String, arguments: Properties }
+    struct Create { correlation_id: u32, stream: String, arguments: Properties => to_end }
 
     struct Delete { correlation_id: u32, stream: String }
 
-    struct Metadata { correlation_id: u32, streams: Vec<String> }
+    struct Metadata { correlation_id: u32, streams: Vec<String> => to_end }
 
     /// No top-level response code: each stream entry has its own.
     struct MetadataResponse {
@@ -172,7 +174,7 @@ structs! {
 
     struct MetadataUpdate { code: ResponseCode, stream: String }
 
-    struct PeerProperties { correlation_id: u32, properties: Properties }
+    struct PeerProperties { correlation_id: u32, properties: Properties => to_end }
 
     struct PeerPropertiesResponse { correlation_id: u32, code: ResponseCode, properties: Properties }
 
@@ -222,9 +224,16 @@ structs! {
     /// Server → client request (single active consumer), correlation id from the server's counter.
     struct ConsumerUpdate { correlation_id: u32, subscription_id: u8, active: bool }
 
-    struct ConsumerUpdateResponse { correlation_id: u32, code: ResponseCode, offset: OffsetSpec }
+    struct ConsumerUpdateResponse {
+        correlation_id: u32,
+        code: ResponseCode,
+        offset: OffsetSpec => consumer_update_offset,
+    }
 
-    struct ExchangeCommandVersions { correlation_id: u32, commands: Vec<CommandVersion> }
+    struct ExchangeCommandVersions {
+        correlation_id: u32,
+        commands: Vec<CommandVersion> => to_end,
+    }
 
     struct ExchangeCommandVersionsResponse {
         correlation_id: u32,
@@ -241,7 +250,7 @@ structs! {
         name: String,
         partitions: Vec<String>,
         binding_keys: Vec<String>,
-        arguments: Properties,
+        arguments: Properties => to_end,
     }
 
     struct DeleteSuperStream { correlation_id: u32, name: String }
@@ -250,7 +259,7 @@ structs! {
         correlation_id: u32,
         stream: String,
         offset: OffsetSpec,
-        properties: Option<Properties> => trailing,
+        properties: Option<Properties> => trailing_properties,
     }
 
     struct ResolveOffsetSpecResponse { correlation_id: u32, code: ResponseCode, offset: OffsetSpec }

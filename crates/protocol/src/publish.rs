@@ -98,9 +98,9 @@ fn split_published(version: u16, input: &[u8]) -> Result<(PublishedEntry<'_>, &[
     let publishing_id = u64::from_be_bytes(take(&mut rest).ok_or_else(truncated)?);
     let mut filter_value = None;
     if version == 2 {
-        match i16::from_be_bytes(take(&mut rest).ok_or_else(truncated)?) {
-            -1 => {}
-            len if len < 0 => return Err(DecodeError::NegativeLength(len.into())),
+        // Unsigned, as RabbitMQ reads it: only 0xFFFF means "no filter value".
+        match u16::from_be_bytes(take(&mut rest).ok_or_else(truncated)?) {
+            u16::MAX => {}
             len => {
                 let (v, tail) = rest.split_at_checked(len as usize).ok_or_else(truncated)?;
                 filter_value = Some(v);
@@ -178,11 +178,12 @@ impl PublishBuilder {
         if self.version == 2 {
             match filter_value {
                 Some(v) => {
-                    let v = v.get(..i16::MAX as usize).unwrap_or(v);
-                    self.buf.put_i16(v.len() as i16);
+                    // Unsigned, 0xffff meaning "none": at most 65,534 bytes.
+                    let v = v.get(..usize::from(u16::MAX - 1)).unwrap_or(v);
+                    self.buf.put_u16(v.len() as u16);
                     self.buf.put_slice(v);
                 }
-                None => self.buf.put_i16(-1),
+                None => self.buf.put_u16(u16::MAX),
             }
         }
         self.buf.put_u32(message.len() as u32 & 0x7fff_ffff);

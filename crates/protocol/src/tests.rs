@@ -116,8 +116,15 @@ proptest! {
         b.extend_from_slice(&version.to_be_bytes());
         b.extend_from_slice(&body);
         if let Ok(frame) = Frame::decode(b.clone().freeze()) {
-            // Whatever decodes must re-encode to the same bytes (strictness: nothing ignored).
-            prop_assert_eq!(&frame.to_bytes()[4..], &b[..]);
+            // Whatever decodes re-encodes to a frame that decodes to itself; and to the same
+            // bytes, except where RabbitMQ ignores bytes (a few commands) or replaces invalid
+            // UTF-8 (any string).
+            let encoded = frame.to_bytes();
+            prop_assert_eq!(&Frame::decode(encoded.slice(4..)).unwrap(), &frame);
+            let replaced = encoded.windows(3).any(|w| w == [0xef, 0xbf, 0xbd]);
+            if !lenient(key) && !replaced {
+                prop_assert_eq!(&encoded[4..], &b[..]);
+            }
         }
     }
 
@@ -132,6 +139,22 @@ proptest! {
             prop_assert!(f.to_bytes().len() < bytes.len());
         }
     }
+}
+
+/// Commands RabbitMQ parses leniently (see docs/COMPATIBILITY.md): an ignored count, ignored
+/// trailing bytes.
+fn lenient(key: u16) -> bool {
+    use crate::keys::*;
+    matches!(
+        key,
+        PEER_PROPERTIES
+            | CREATE
+            | METADATA
+            | EXCHANGE_COMMAND_VERSIONS
+            | CREATE_SUPER_STREAM
+            | SUBSCRIBE
+            | RESOLVE_OFFSET_SPEC
+    ) || key == CONSUMER_UPDATE | RESPONSE
 }
 
 /// Every frame RabbitMQ 3.10.8 and the four official clients exchanged in the golden captures
@@ -238,13 +261,14 @@ fn strictness() {
         Frame::decode(Bytes::from_static(&[0, 0x0e, 0, 1, 0, 0, 0, 1, 0xff, 0xff])),
         Err(DecodeError::Truncated { .. })
     ));
-    // A huge array count does not allocate ahead of the bytes.
-    assert!(
+    // A huge array count does not allocate ahead of the bytes (CreateSuperStream's
+    // partitions: a count RabbitMQ honours).
+    assert!(matches!(
         Frame::decode(Bytes::from_static(&[
-            0, 0x0f, 0, 1, 0, 0, 0, 1, 0x7f, 0xff, 0xff, 0xff
-        ]))
-        .is_err()
-    );
+            0, 0x1d, 0, 1, 0, 0, 0, 1, 0, 0, 0x7f, 0xff, 0xff, 0xff
+        ])),
+        Err(DecodeError::Truncated { .. })
+    ));
 }
 
 #[test]
@@ -278,4 +302,50 @@ pub(crate) fn hex_decode(s: &str) -> Vec<u8> {
 
 fn hex_encode(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Where RabbitMQ parses leniently, brook does too (docs/COMPATIBILITY.md lists each case).
+#[test]
+fn leniency_as_rabbitmq() {
+    let decode = |bytes: &[u8]| Frame::decode(Bytes::copy_from_slice(bytes));
+    // ConsumerUpdate response, offset type "next" followed by rstream's 8 bytes: accepted.
+    let f = decode(&hex_decode("801a0001000000070001000300000000000000000000")).unwrap();
+    assert!(matches!(f, Frame::ConsumerUpdateResponse(r) if r.offset == crate::OffsetSpec::Next));
+    // ... but an offset type 4 must have exactly its 8 bytes.
+    assert!(decode(&hex_decode("801a00010000000700010004000000000000002a00")).is_err());
+    // Metadata: the count is ignored, names run to the end.
+    let f = decode(&hex_decode("000f00010000000900000000000161000162")).unwrap();
+    assert!(matches!(f, Frame::Metadata(m) if m.streams == ["a", "b"]));
+    // PeerProperties with a wrong count.
+    let f = decode(&hex_decode(
+        "0011000100000001000000050001610001620001630001",
+    ))
+    .map(|_| ());
+    assert!(f.is_err(), "a partial pair is still an error");
+    let f = decode(&hex_decode("001100010000000100000005000161000162")).unwrap();
+    assert!(matches!(f, Frame::PeerProperties(p) if p.properties == [("a".into(), "b".into())]));
+    // Subscribe with 1-3 trailing bytes: no properties.
+    let sub = "0007000100000001010001730001000a";
+    let f = decode(&hex_decode(&format!("{sub}0000"))).unwrap();
+    assert!(matches!(f, Frame::Subscribe(s) if s.properties.is_none()));
+    // Invalid UTF-8 in a string does not fail the frame.
+    let f = decode(&hex_decode("000e000100000001000261ff")).unwrap();
+    assert!(matches!(f, Frame::Delete(d) if d.stream == "a\u{fffd}"));
+    // Duplicate property keys: the last wins.
+    let props = vec![
+        ("name".to_string(), "a".to_string()),
+        ("name".into(), "b".into()),
+    ];
+    assert_eq!(crate::property(&props, "name"), Some("b"));
+    // Publish v2: a filter length is unsigned; only 0xffff means none.
+    let mut b = PublishBuilder::new_v2(1);
+    b.filtered(1, Some(&vec![b'x'; 40_000]), b"m");
+    let Frame::Publish(p) = Frame::decode(Frame::Publish(b.build()).to_bytes().slice(4..)).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        p.entries().next().unwrap().filter_value.unwrap().len(),
+        40_000
+    );
 }

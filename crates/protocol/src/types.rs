@@ -13,10 +13,12 @@ use crate::wire::{Reader, Wire};
 /// these maps hold a handful of entries, so lookups by scan are cheaper than hashing.
 pub type Properties = Vec<(String, String)>;
 
-/// Looks a key up in a [`Properties`] list (the first occurrence wins).
+/// Looks a key up in a [`Properties`] list (the last occurrence wins, as in RabbitMQ).
 pub fn property<'a>(props: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    // The last one wins, as in the map RabbitMQ builds from the list.
     props
         .iter()
+        .rev()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.as_str())
 }

@@ -116,7 +116,9 @@ impl Wire for String {
     fn read(r: &mut Reader) -> Result<Self, DecodeError> {
         let len = r.u16("string length")? as usize;
         let bytes = r.take(len, "string")?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::InvalidUtf8)
+        // RabbitMQ never checks string bytes; a frame is not refused for them. Invalid UTF-8
+        // becomes U+FFFD (a stream name with such bytes then simply does not exist).
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
     fn write(&self, w: &mut BytesMut) {
         write_str(self, w);
@@ -218,5 +220,79 @@ pub(crate) mod nullable {
             None => w.put_i32(-1),
             Some(b) => b.write(w),
         }
+    }
+}
+
+/// Arrays whose count RabbitMQ reads but ignores: the elements run to the end of the frame
+/// (PeerProperties, the arguments of Create and CreateSuperStream, Metadata's streams,
+/// ExchangeCommandVersions). Always the last field.
+pub(crate) mod to_end {
+    use super::*;
+
+    pub(crate) fn read<T: Wire>(r: &mut Reader) -> Result<Vec<T>, DecodeError> {
+        let _count = r.i32("array count")?;
+        let mut out = Vec::new();
+        while r.remaining() > 0 {
+            out.push(T::read(r)?);
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn write<T: Wire>(v: &Vec<T>, w: &mut BytesMut) {
+        v.write(w);
+    }
+}
+
+/// Subscribe's (and ResolveOffsetSpec's) properties as RabbitMQ's `parse_properties`: absent
+/// with nothing left; fewer than 4 bytes left are ignored; otherwise a count (ignored) and
+/// pairs to the end of the frame.
+pub(crate) mod trailing_properties {
+    use super::*;
+    use crate::types::Properties;
+
+    pub(crate) fn read(r: &mut Reader) -> Result<Option<Properties>, DecodeError> {
+        match r.remaining() {
+            0 => Ok(None),
+            1..=3 => {
+                r.rest();
+                Ok(None)
+            }
+            _ => to_end::read(r).map(Some),
+        }
+    }
+
+    pub(crate) fn write(v: &Option<Properties>, w: &mut BytesMut) {
+        trailing::write(v, w);
+    }
+}
+
+/// The offset of a ConsumerUpdate response as RabbitMQ reads it: after the types without a
+/// value (none, first, last, next) whatever follows is ignored — rstream always sends 8 more
+/// bytes; offset and timestamp take exactly their 8 bytes.
+pub(crate) mod consumer_update_offset {
+    use super::*;
+    use crate::types::OffsetSpec;
+
+    pub(crate) fn read(r: &mut Reader) -> Result<OffsetSpec, DecodeError> {
+        let spec = match r.u16("offset type")? {
+            0 => OffsetSpec::None,
+            1 => OffsetSpec::First,
+            2 => OffsetSpec::Last,
+            3 => OffsetSpec::Next,
+            4 => return Ok(OffsetSpec::Offset(r.u64("offset")?)),
+            5 => return Ok(OffsetSpec::Timestamp(r.i64("timestamp")?)),
+            other => {
+                return Err(DecodeError::InvalidValue {
+                    field: "offset type",
+                    value: other.into(),
+                });
+            }
+        };
+        r.rest();
+        Ok(spec)
+    }
+
+    pub(crate) fn write(v: &OffsetSpec, w: &mut BytesMut) {
+        v.write(w);
     }
 }

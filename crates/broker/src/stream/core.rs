@@ -15,16 +15,12 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use brook_log::UserChunk;
-use brook_protocol::ResponseCode;
-use brook_protocol::chunk::Entry;
+use brook_protocol::{PublishedEntry, ResponseCode};
 
+use super::chunks::ChunkBatch;
 use super::{ConfirmTarget, PublishCmd};
-use crate::bloom::BloomBuilder;
 use crate::budget::Charge;
 use crate::config::Durability;
-
-/// A chunk holds at most this many entries (the header field is a `u16`).
-pub(crate) const MAX_CHUNK_ENTRIES: usize = u16::MAX as usize;
 
 /// Settings of a writer.
 #[derive(Debug, Clone)]
@@ -33,8 +29,12 @@ pub(crate) struct CoreConfig {
     /// Bloom filter size of this stream's chunks (`stream-filter-size-bytes`).
     pub filter_size: u8,
     pub max_chunk_bytes: usize,
+    /// Caps osiris's adaptive chunk size (see `chunks.rs`).
     pub max_chunk_entries: usize,
 }
+
+/// A write goes to the disk once its chunks hold this much data, even mid-batch.
+const MAX_WRITE_BYTES: usize = 4 << 20;
 
 /// Why an append failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +50,8 @@ pub(crate) enum AppendFailure {
 pub(crate) trait ChunkSink {
     /// The last publishing id stored for a publisher reference.
     fn stored_sequence(&self, reference: &str) -> Option<u64>;
-    fn append(&mut self, chunk: &UserChunk<'_>) -> Result<(), AppendFailure>;
+    /// Writes chunks together, all or nothing.
+    fn append(&mut self, chunks: &[UserChunk<'_>]) -> Result<(), AppendFailure>;
 }
 
 /// Ids of one publisher, confirmed or failed together, and the charges they give back.
@@ -127,57 +128,15 @@ impl Confirms {
     }
 }
 
-/// The chunk being assembled from queued publishes.
-struct ChunkBuilder {
-    data: Vec<u8>,
-    entries: usize,
-    records: u32,
-    /// Publisher reference → last publishing id in this chunk (goes into the trailer).
-    sequences: Vec<(Arc<str>, u64)>,
-    bloom: BloomBuilder,
-}
-
-impl ChunkBuilder {
-    fn sequence(&self, reference: &str) -> Option<u64> {
-        self.sequences
-            .iter()
-            .rev()
-            .find(|(r, _)| &**r == reference)
-            .map(|&(_, s)| s)
-    }
-
-    fn set_sequence(&mut self, reference: &Arc<str>, seq: u64) {
-        match self.sequences.iter_mut().find(|(r, _)| r == reference) {
-            Some((_, s)) => *s = seq,
-            None => self.sequences.push((reference.clone(), seq)),
-        }
-    }
-
-    fn clear(&mut self) {
-        self.bloom.clear();
-        self.data.clear();
-        self.entries = 0;
-        self.records = 0;
-        self.sequences.clear();
-    }
-}
-
-impl std::fmt::Debug for ChunkBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChunkBuilder")
-            .field("bytes", &self.data.len())
-            .field("entries", &self.entries)
-            .finish()
-    }
-}
-
 /// The writer's state.
 #[derive(Debug)]
 pub(crate) struct Core {
     config: CoreConfig,
-    chunk: ChunkBuilder,
-    /// Confirms of the entries in the chunk being built, and of duplicates of this batch.
+    chunks: ChunkBatch,
+    /// Confirms of the entries in the open chunk, and of duplicates of this batch.
     pending: Confirms,
+    /// Confirms of sealed chunks not written yet.
+    unwritten: Confirms,
     /// Confirms of chunks written but not yet committed.
     written: Confirms,
     replies: Vec<Reply>,
@@ -191,17 +150,16 @@ pub(crate) struct Core {
 
 impl Core {
     pub(crate) fn new(config: CoreConfig, now: Instant) -> Self {
-        let bloom = BloomBuilder::new(config.filter_size);
+        let chunks = ChunkBatch::new(
+            config.filter_size,
+            config.max_chunk_entries,
+            config.max_chunk_bytes,
+        );
         Self {
             config,
-            chunk: ChunkBuilder {
-                data: Vec::new(),
-                entries: 0,
-                records: 0,
-                sequences: Vec::new(),
-                bloom,
-            },
+            chunks,
             pending: Confirms::default(),
+            unwritten: Confirms::default(),
             written: Confirms::default(),
             replies: Vec::new(),
             fence: 0,
@@ -222,12 +180,12 @@ impl Core {
 
     /// The last publishing id written or about to be written for a reference.
     pub(crate) fn sequence(&self, reference: &str, sink: &impl ChunkSink) -> Option<u64> {
-        self.chunk
+        self.chunks
             .sequence(reference)
             .or_else(|| sink.stored_sequence(reference))
     }
 
-    /// Adds a Publish frame's entries to the chunk being built; full chunks are appended.
+    /// Adds a Publish frame's entries to the chunks of this write.
     pub(crate) fn publish(&mut self, cmd: PublishCmd, sink: &mut impl ChunkSink) {
         let PublishCmd {
             publish,
@@ -237,31 +195,17 @@ impl Core {
             epoch,
             charge,
         } = cmd;
-        let refused = if self.broken {
-            Some(ResponseCode::INTERNAL_ERROR)
-        } else if epoch < self.fence {
-            // Fenced: the connection is being told to declare it again.
-            Some(ResponseCode::PUBLISHER_DOES_NOT_EXIST)
-        } else {
-            None
-        };
-        if let Some(code) = refused {
+        if let Some(code) = self.refusal(epoch) {
             let ids = publish
                 .entries()
                 .take(take)
                 .map(|e| e.publishing_id)
                 .collect();
-            self.replies.push(Reply::Error(
-                ConfirmGroup {
-                    target,
-                    ids,
-                    charge,
-                },
-                code,
-            ));
+            self.error(target, ids, charge, code);
             return;
         }
-        for entry in publish.entries().take(take) {
+        let mut entries = publish.entries().take(take);
+        while let Some(entry) = entries.next() {
             if let Some(reference) = &reference {
                 let last = self.sequence(reference, sink);
                 if last.is_some_and(|last| entry.publishing_id <= last) {
@@ -270,41 +214,17 @@ impl Core {
                     continue;
                 }
             }
-            if self.chunk.entries >= self.config.max_chunk_entries.min(MAX_CHUNK_ENTRIES)
-                || (self.chunk.entries > 0
-                    && self.chunk.data.len() + entry.raw.len() > self.config.max_chunk_bytes)
-            {
-                self.seal(sink);
-                if self.broken || epoch < self.fence {
-                    // The chunk before this entry failed: this entry and the rest of the frame
-                    // must not be stored after it.
-                    let ids = publish
-                        .entries()
-                        .take(take)
-                        .skip_while(|e| e.publishing_id != entry.publishing_id)
-                        .map(|e| e.publishing_id)
-                        .collect();
-                    self.replies.push(Reply::Error(
-                        ConfirmGroup {
-                            target: target.clone(),
-                            ids,
-                            charge: Charge::default(),
-                        },
-                        ResponseCode::INTERNAL_ERROR,
-                    ));
-                    break;
-                }
+            if !self.make_room(&entry, epoch, sink) {
+                // A write before this entry failed: it and the rest of the frame must not be
+                // stored after it.
+                let ids = std::iter::once(&entry)
+                    .map(|e| e.publishing_id)
+                    .chain(entries.map(|e| e.publishing_id))
+                    .collect();
+                self.error(target, ids, Charge::default(), ResponseCode::INTERNAL_ERROR);
+                break;
             }
-            self.chunk.data.extend_from_slice(entry.raw);
-            self.chunk.bloom.insert(entry.filter_value);
-            self.chunk.entries += 1;
-            self.chunk.records += match entry.entry {
-                Entry::Simple(_) => 1,
-                Entry::Batch(b) => u32::from(b.record_count),
-            };
-            if let Some(reference) = &reference {
-                self.chunk.set_sequence(reference, entry.publishing_id);
-            }
+            self.chunks.push(&entry, reference.as_ref());
             add_to(&mut self.pending.groups, &target, entry.publishing_id);
         }
         if self.pending.is_empty() {
@@ -317,30 +237,61 @@ impl Core {
         }
     }
 
-    /// Appends the chunk being built, if any.
-    fn seal(&mut self, sink: &mut impl ChunkSink) {
-        if self.chunk.entries == 0 {
+    /// Why a publish of a publisher declared at `epoch` is refused now, if it is.
+    fn refusal(&self, epoch: u64) -> Option<ResponseCode> {
+        if self.broken {
+            Some(ResponseCode::INTERNAL_ERROR)
+        } else if epoch < self.fence {
+            // Fenced: the connection is being told to declare it again.
+            Some(ResponseCode::PUBLISHER_DOES_NOT_EXIST)
+        } else {
+            None
+        }
+    }
+
+    fn error(&mut self, target: ConfirmTarget, ids: Vec<u64>, charge: Charge, code: ResponseCode) {
+        self.replies.push(Reply::Error(
+            ConfirmGroup {
+                target,
+                ids,
+                charge,
+            },
+            code,
+        ));
+    }
+
+    /// Seals the open chunk if `entry` does not fit, and writes what is sealed once it is
+    /// large. False if that write failed (or an earlier one fenced this publisher).
+    fn make_room(
+        &mut self,
+        entry: &PublishedEntry<'_>,
+        epoch: u64,
+        sink: &mut impl ChunkSink,
+    ) -> bool {
+        if self.chunks.is_full(entry.raw.len()) {
+            self.seal(true);
+            if self.chunks.bytes() >= MAX_WRITE_BYTES {
+                self.flush(sink);
+            }
+        }
+        self.refusal(epoch).is_none()
+    }
+
+    /// Closes the open chunk (see [`ChunkBatch::seal`]); its confirms wait for the write.
+    fn seal(&mut self, full: bool) {
+        self.chunks.seal(full);
+        self.unwritten.groups.append(&mut self.pending.groups);
+    }
+
+    /// Writes the sealed chunks.
+    fn flush(&mut self, sink: &mut impl ChunkSink) {
+        if !self.chunks.has_sealed() {
             return;
         }
-        let sequences: Vec<(&str, u64)> = self
-            .chunk
-            .sequences
-            .iter()
-            .map(|(r, s)| (&**r, *s))
-            .collect();
-        let result = sink.append(&UserChunk {
-            data: &self.chunk.data,
-            num_entries: self.chunk.entries as u16,
-            num_records: self.chunk.records,
-            bloom: self.chunk.bloom.bytes(),
-            sequences: &sequences,
-        });
-        self.chunk.clear();
-        match result {
+        match self.chunks.take_sealed(|chunks| sink.append(chunks)) {
             Ok(()) => {
                 self.unsynced = true;
-                // Only the written groups: duplicates wait for the end of the batch.
-                self.written.groups.append(&mut self.pending.groups);
+                self.written.groups.append(&mut self.unwritten.groups);
             }
             Err(failure) => self.failed(failure),
         }
@@ -349,7 +300,7 @@ impl Core {
     /// A write failed: its publishes fail, their publishers are fenced; if the log is broken,
     /// what was written and not yet committed fails too.
     fn failed(&mut self, failure: AppendFailure) {
-        self.fail(Pending::Chunk, ResponseCode::INTERNAL_ERROR);
+        self.fail(Pending::Unwritten, ResponseCode::INTERNAL_ERROR);
         if failure == AppendFailure::Broken {
             self.broken = true;
             self.fail(Pending::Written, ResponseCode::INTERNAL_ERROR);
@@ -360,8 +311,9 @@ impl Core {
 
     fn fail(&mut self, which: Pending, code: ResponseCode) {
         let groups: Vec<ConfirmGroup> = match which {
-            // Duplicates too: one may duplicate an entry of the failed chunk.
-            Pending::Chunk => self.pending.drain().collect(),
+            // The failed chunks, and what is pending: duplicates too (one may duplicate an
+            // entry of a failed chunk) and the open chunk (it would follow the lost ones).
+            Pending::Unwritten => self.unwritten.drain().chain(self.pending.drain()).collect(),
             Pending::Written => self.written.drain().collect(),
         };
         self.replies
@@ -382,7 +334,9 @@ impl Core {
 
     /// Ends a batch: appends what is left and says what comes next.
     pub(crate) fn end_batch(&mut self, sink: &mut impl ChunkSink, now: Instant) -> Step {
-        self.seal(sink);
+        // The queue ran empty: what is open is sealed as it is (and the chunk size halves).
+        self.seal(false);
+        self.flush(sink);
         // What is left are duplicates, confirmed with whatever this batch commits.
         self.pending.move_into(&mut self.written);
         self.step(now)
@@ -454,7 +408,7 @@ impl Core {
 
 #[derive(Clone, Copy)]
 enum Pending {
-    Chunk,
+    Unwritten,
     Written,
 }
 

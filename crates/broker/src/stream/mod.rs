@@ -11,7 +11,9 @@
 //! shell that batches commands, runs the writer on a blocking thread (file I/O and fsync never
 //! run on the async workers) and routes what comes out to connections.
 
+mod chunks;
 pub(crate) mod core;
+pub(crate) use chunks::MAX_CHUNK_ENTRIES;
 #[cfg(test)]
 mod simulation;
 pub(crate) mod task;

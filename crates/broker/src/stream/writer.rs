@@ -16,8 +16,8 @@ impl ChunkSink for Sink<'_> {
         self.0.tracking().sequence(reference)
     }
 
-    fn append(&mut self, chunk: &UserChunk<'_>) -> Result<(), AppendFailure> {
-        self.0.append_user(chunk).map(|_| ()).map_err(|e| {
+    fn append(&mut self, chunks: &[UserChunk<'_>]) -> Result<(), AppendFailure> {
+        self.0.append_users(chunks).map(|_| ()).map_err(|e| {
             tracing::error!(dir = %self.0.dir().display(), "write failed: {e}");
             failure_of(&e)
         })

@@ -23,19 +23,21 @@ impl ChunkSink for Sink {
         self.stored.get(reference).copied()
     }
 
-    fn append(&mut self, chunk: &UserChunk<'_>) -> Result<(), AppendFailure> {
+    fn append(&mut self, chunks: &[UserChunk<'_>]) -> Result<(), AppendFailure> {
         if let Some(f) = self.fail.take() {
             return Err(f);
         }
-        for (r, s) in chunk.sequences {
-            self.stored.insert(r.to_string(), *s);
+        for chunk in chunks {
+            for (r, s) in chunk.sequences {
+                self.stored.insert(r.to_string(), *s);
+            }
+            let seqs = chunk
+                .sequences
+                .iter()
+                .map(|(r, s)| (r.to_string(), *s))
+                .collect();
+            self.chunks.push((chunk.num_entries, seqs));
         }
-        let seqs = chunk
-            .sequences
-            .iter()
-            .map(|(r, s)| (r.to_string(), *s))
-            .collect();
-        self.chunks.push((chunk.num_entries, seqs));
         Ok(())
     }
 }
@@ -108,6 +110,26 @@ fn deduplicates_within_a_batch_and_against_the_log() {
     assert_eq!(c.sequence("p", &sink), Some(5));
 }
 
+/// osiris's adaptive chunk size: a large frame to an idle stream becomes chunks of 32, 64, …
+/// and the rest, so `last` delivers what RabbitMQ would (issue #14).
+#[test]
+fn chunk_sizes_follow_osiris() {
+    let (t, mut sink) = (target(), Sink::default());
+    let mut c = core(Durability::None, super::super::MAX_CHUNK_ENTRIES);
+    let ids: Vec<u64> = (0..4999).collect();
+    c.publish(cmd(&t, &ids, 0, Charge::default()), &mut sink);
+    c.end_batch(&mut sink, Instant::now());
+    let entries: Vec<u16> = sink.chunks.iter().map(|c| c.0).collect();
+    assert_eq!(entries, [32, 64, 128, 256, 512, 1024, 2048, 935]);
+    // The last chunk was cut because the queue ran empty: the size halves (to 2,048).
+    sink.chunks.clear();
+    let ids: Vec<u64> = (4999..9999).collect();
+    c.publish(cmd(&t, &ids, 0, Charge::default()), &mut sink);
+    c.end_batch(&mut sink, Instant::now());
+    let entries: Vec<u16> = sink.chunks.iter().map(|c| c.0).collect();
+    assert_eq!(entries, [2048, 2952]);
+}
+
 #[test]
 fn chunks_are_bounded_in_entries() {
     let (t, mut sink) = (target(), Sink::default());
@@ -125,10 +147,12 @@ fn a_failed_write_fences_its_publishers() {
     let (t, mut sink) = (target(), Sink::default());
     let mut c = core(Durability::None, 2);
     sink.fail = Some(AppendFailure::RolledBack);
-    // 1,2 form the first chunk, which fails; 3,4,5 must then not be stored either.
+    // Chunks [1,2] [3,4] [5] [6], written together: the write fails, none is stored.
     c.publish(cmd(&t, &[1, 2, 3, 4, 5], 0, Charge::default()), &mut sink);
     c.publish(cmd(&t, &[6], 0, Charge::default()), &mut sink);
     assert_eq!(c.end_batch(&mut sink, Instant::now()), Step::Idle);
+    // Sent before the publisher heard of it: refused, so it cannot follow the lost ones.
+    c.publish(cmd(&t, &[7], 0, Charge::default()), &mut sink);
     let (ok, failed) = outcome(c.take_replies());
     assert!(ok.is_empty());
     assert_eq!(
@@ -139,7 +163,8 @@ fn a_failed_write_fences_its_publishers() {
             (3, ResponseCode::INTERNAL_ERROR),
             (4, ResponseCode::INTERNAL_ERROR),
             (5, ResponseCode::INTERNAL_ERROR),
-            (6, ResponseCode::PUBLISHER_DOES_NOT_EXIST),
+            (6, ResponseCode::INTERNAL_ERROR),
+            (7, ResponseCode::PUBLISHER_DOES_NOT_EXIST),
         ]
     );
     assert!(sink.chunks.is_empty());
