@@ -14,8 +14,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use brook_storage::{OpenMode, Storage};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use brook_storage::Storage;
+use serde::{Deserialize, Serialize};
 
 use crate::args::StreamArgs;
 
@@ -44,90 +44,9 @@ pub(crate) enum Found {
     },
 }
 
-fn backup_name(file: &str) -> String {
-    format!("{file}.bak")
-}
+pub(crate) use brook_storage::json::{read as read_json, write as write_json};
 
-/// Writes `value` as JSON to `dir/file` and to its backup copy, each atomically.
-pub(crate) fn write_json(
-    storage: &dyn Storage,
-    dir: &Path,
-    file: &str,
-    value: &impl Serialize,
-) -> io::Result<()> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
-    // Both temporary files first, one directory sync for both renames; the backup is renamed
-    // first, so the primary's presence means both are complete.
-    let names = [backup_name(file), file.to_owned()];
-    for name in &names {
-        let mut f = storage.open(&dir.join(format!("{name}.tmp")), OpenMode::Create)?;
-        f.append(&[&bytes])?;
-        f.sync_data()?;
-    }
-    for name in &names {
-        storage.rename(&dir.join(format!("{name}.tmp")), &dir.join(name))?;
-    }
-    storage.sync_dir(dir)
-}
-
-/// Reads `dir/file`, falling back to its backup copy (and then repairing the primary from it).
-/// `Ok(None)`: neither copy exists. `Err`: what was wrong with each copy.
-pub(crate) fn read_json<T: DeserializeOwned + Serialize>(
-    storage: &dyn Storage,
-    dir: &Path,
-    file: &str,
-) -> Result<Option<T>, String> {
-    let read = |name: &str| -> Result<Option<T>, String> {
-        match brook_storage::read(storage, &dir.join(name)) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| format!("{name}: {e}")),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("{name}: {e}")),
-        }
-    };
-    let backup = backup_name(file);
-    let primary_error = match read(file) {
-        Ok(Some(value)) => return Ok(Some(value)),
-        Ok(None) => None,
-        Err(e) => Some(e),
-    };
-    match read(&backup) {
-        Ok(Some(value)) => {
-            tracing::warn!(dir = %dir.display(),
-                "{}: restored from {backup}",
-                primary_error.as_deref().unwrap_or("missing"));
-            if let Err(e) = write_json(storage, dir, file, &value) {
-                tracing::error!(dir = %dir.display(), "rewriting {file}: {e}");
-            }
-            Ok(Some(value))
-        }
-        Ok(None) => primary_error.map_or(Ok(None), Err),
-        Err(backup_error) => Err(match primary_error {
-            Some(p) => format!("{p}; {backup_error}"),
-            None => format!("{file}: missing; {backup_error}"),
-        }),
-    }
-}
-
-/// Reads one copy of a JSON file without repairing anything.
-pub(crate) fn read_copy<T: DeserializeOwned>(
-    storage: &dyn Storage,
-    path: &Path,
-) -> Result<Option<T>, String> {
-    match brook_storage::read(storage, path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| e.to_string()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// The backup copy's file name.
-pub(crate) fn backup_of(file: &str) -> String {
-    backup_name(file)
-}
+pub(crate) use brook_storage::json::{backup_of, read_copy};
 
 /// Whether a directory is one a delete left behind.
 pub(crate) fn is_deleted(dir: &Path) -> bool {
@@ -228,6 +147,7 @@ fn dir_name(name: &str, created_at_ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use brook_storage::OpenMode;
     use brook_storage::sim::SimDisk;
 
     fn meta(name: &str) -> StreamMeta {

@@ -12,6 +12,7 @@
 //! state a real crash could leave behind (the approach of redb's and FoundationDB's
 //! simulation tests).
 
+pub mod json;
 pub mod sim;
 
 use std::fmt;
