@@ -4,11 +4,14 @@ mod limits;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use brook_auth::{AccessStore, Bootstrap};
 use brook_broker::{Broker, BrokerConfig, Durability};
-use brook_server::{Server, ServerConfig, TlsConfig, User};
+use brook_management::{Api, ListenerInfo, Management};
+use brook_server::{Server, ServerConfig, TlsConfig};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -28,7 +31,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the broker (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Measure a broker (brook or RabbitMQ): publish, consume, end-to-end, offset tracking.
     Bench {
         #[command(subcommand)]
@@ -47,18 +50,47 @@ struct ServeArgs {
     /// Address of the stream protocol listener.
     #[arg(long, env = "BROOK_LISTEN", default_value = "0.0.0.0:5552")]
     listen: SocketAddr,
-    /// Host clients are told to connect to (Open response, Metadata); must resolve for them.
-    #[arg(long, env = "BROOK_ADVERTISED_HOST", default_value = "localhost")]
-    advertised_host: String,
+    /// Host clients are told to connect to (Open response, Metadata); must resolve for them
+    /// [default: the address each client connected to].
+    #[arg(long, env = "BROOK_ADVERTISED_HOST")]
+    advertised_host: Option<String>,
     /// Port clients are told to connect to [default: the listener's port].
     #[arg(long, env = "BROOK_ADVERTISED_PORT")]
     advertised_port: Option<u16>,
     /// Where streams are stored.
     #[arg(long, env = "BROOK_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
-    /// A user as NAME:PASSWORD; repeat for several [default: guest:guest, loopback only].
+    /// The user created in a fresh data directory (an administrator with full permissions on
+    /// the default vhost), as RabbitMQ's default user.
+    #[arg(long, env = "BROOK_DEFAULT_USER", default_value = "guest")]
+    default_user: String,
+    /// Its password.
+    #[arg(
+        long,
+        env = "BROOK_DEFAULT_PASS",
+        default_value = "guest",
+        hide_env_values = true
+    )]
+    default_pass: String,
+    /// The vhost created in a fresh data directory.
+    #[arg(long, env = "BROOK_DEFAULT_VHOST", default_value = "/")]
+    default_vhost: String,
+    /// Users that may only log in from loopback addresses (comma-separated; "" for none).
+    #[arg(
+        long,
+        env = "BROOK_LOOPBACK_USERS",
+        default_value = "guest",
+        value_delimiter = ','
+    )]
+    loopback_users: Vec<String>,
+    /// An administrator made sure of at every start, as NAME:PASSWORD (its password is reset
+    /// to this one); repeat for several. Users are otherwise managed with the management API
+    /// or `brook ctl`.
     #[arg(long = "user", env = "BROOK_USERS", value_delimiter = ',', value_parser = parse_user)]
-    users: Vec<User>,
+    users: Vec<(String, String)>,
+    /// Import a definitions file (RabbitMQ's JSON export format) at startup.
+    #[arg(long, env = "BROOK_LOAD_DEFINITIONS")]
+    load_definitions: Option<PathBuf>,
     /// When confirms are sent: `none` (page cache, as RabbitMQ), `batch:<ms>` (group fsync at
     /// most every <ms>), or `always` (fsync before every confirm).
     #[arg(long, env = "BROOK_DURABILITY", default_value = "none", value_parser = parse_durability)]
@@ -103,12 +135,11 @@ struct ServeArgs {
     tls_external_auth: bool,
 }
 
-fn parse_user(s: &str) -> Result<User, String> {
+fn parse_user(s: &str) -> Result<(String, String), String> {
     match s.split_once(':') {
-        Some((name, password)) if !name.is_empty() => Ok(User {
-            name: name.into(),
-            password: password.into(),
-        }),
+        Some((name, password)) if !name.is_empty() && !password.is_empty() => {
+            Ok((name.into(), password.into()))
+        }
         _ => Err(format!("expected NAME:PASSWORD, got {s:?}")),
     }
 }
@@ -153,7 +184,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     match cli.command {
-        Some(Command::Serve(args)) => runtime.block_on(serve(args)),
+        Some(Command::Serve(args)) => runtime.block_on(serve(*args)),
         None => runtime.block_on(serve(cli.serve)),
         Some(Command::Bench { scenario }) => runtime.block_on(bench(scenario)),
         Some(Command::Verify { .. }) => Ok(()),
@@ -200,38 +231,50 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     broker_config.durability = args.durability;
     let broker = Broker::open(broker_config)
         .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
-    let tls = match (args.tls_cert, args.tls_key) {
-        (Some(cert), Some(key)) => Some(TlsConfig {
-            listen: args.tls_listen,
-            cert,
-            key,
-            client_ca: args.tls_client_ca,
-            require_client_cert: args.tls_require_client_cert,
-            external_auth: args.tls_external_auth,
-            advertised_port: args.advertised_tls_port,
-        }),
-        _ => None,
-    };
-    let mut config = ServerConfig {
-        listen: args.listen,
-        advertised_host: args.advertised_host,
-        advertised_port: args.advertised_port,
-        anonymous_user: args.anonymous_user,
-        heartbeat: args.heartbeat,
-        tls,
-        http_listen: (!args.no_http).then_some(args.http_listen),
-        ..ServerConfig::default()
-    };
-    if !args.users.is_empty() {
-        config.users = args.users;
+    let access = Arc::new(open_access(&args)?);
+    if let Some(file) = &args.load_definitions {
+        load_definitions(&broker, &access, file).await?;
     }
-    let server = Server::bind(config, broker.clone()).await?;
+    let server = Server::bind(server_config(&args), broker.clone(), access.clone()).await?;
+    let mut listeners = vec![listener("stream", server.local_addr()?)];
     if let Some(addr) = server.tls_addr() {
         tracing::info!(%addr, "TLS listener");
+        listeners.push(listener("stream/ssl", addr));
     }
-    if let Some(addr) = server.http_addr() {
-        tracing::info!(%addr, "management API");
-    }
+    let management = if args.no_http {
+        None
+    } else {
+        Some(
+            Management::bind(
+                args.http_listen,
+                Api {
+                    broker: broker.clone(),
+                    access: access.clone(),
+                    connections: server.connections(),
+                    node: node_name(),
+                    data_dir: args.data_dir.clone(),
+                    listeners: Vec::new(),
+                    rabbitmq_version: ServerConfig::default().protocol_version,
+                    started: std::time::Instant::now(),
+                },
+            )
+            .await
+            .with_context(|| format!("listening on {}", args.http_listen))?,
+        )
+    };
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http_task = match management {
+        None => None,
+        Some(mut m) => {
+            let addr = m.local_addr()?;
+            tracing::info!(%addr, "management API");
+            listeners.push(listener("http", addr));
+            m.set_listeners(listeners);
+            Some(tokio::spawn(m.serve(async {
+                let _ = http_stopped.await;
+            })))
+        }
+    };
     tracing::info!(
         addr = %server.local_addr()?,
         data_dir = %args.data_dir.display(),
@@ -243,10 +286,84 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(limits::watch(limit));
     }
     server.serve(shutdown_signal()).await;
+    let _ = stop_http.send(());
+    if let Some(task) = http_task {
+        let _ = task.await;
+    }
     tracing::info!("shutting down: flushing streams");
     broker.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn listener(protocol: &str, addr: SocketAddr) -> ListenerInfo {
+    ListenerInfo {
+        protocol: protocol.into(),
+        addr,
+    }
+}
+
+/// RabbitMQ names nodes `name@host`; brook's is `brook@<hostname>`.
+fn node_name() -> String {
+    let uname = rustix::system::uname();
+    format!("brook@{}", uname.nodename().to_string_lossy())
+}
+
+fn open_access(args: &ServeArgs) -> anyhow::Result<AccessStore> {
+    let bootstrap = Bootstrap {
+        default_user: args.default_user.clone(),
+        default_pass: args.default_pass.clone(),
+        default_vhost: args.default_vhost.clone(),
+        loopback_users: args
+            .loopback_users
+            .iter()
+            .filter(|u| !u.is_empty())
+            .cloned()
+            .collect(),
+        ensure_users: args.users.clone(),
+    };
+    AccessStore::open(brook_storage::disk(), &args.data_dir, &bootstrap)
+        .context("opening the users, vhosts and permissions (access.json)")
+}
+
+async fn load_definitions(
+    broker: &Broker,
+    access: &AccessStore,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading definitions {}", file.display()))?;
+    let defs: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("parsing definitions {}", file.display()))?;
+    brook_management::definitions::apply(broker, access, None, &defs)
+        .await
+        .map_err(|e| anyhow::anyhow!("importing definitions {}: {e}", file.display()))?;
+    tracing::info!(file = %file.display(), "definitions imported");
+    Ok(())
+}
+
+fn server_config(args: &ServeArgs) -> ServerConfig {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsConfig {
+            listen: args.tls_listen,
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.tls_client_ca.clone(),
+            require_client_cert: args.tls_require_client_cert,
+            external_auth: args.tls_external_auth,
+            advertised_port: args.advertised_tls_port,
+        }),
+        _ => None,
+    };
+    ServerConfig {
+        listen: args.listen,
+        advertised_host: args.advertised_host.clone(),
+        advertised_port: args.advertised_port,
+        anonymous_user: args.anonymous_user.clone(),
+        heartbeat: args.heartbeat,
+        tls,
+        ..ServerConfig::default()
+    }
 }
 
 async fn shutdown_signal() {

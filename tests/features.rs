@@ -203,7 +203,7 @@ async fn super_streams_create_route_partitions_delete_and_persist() {
         code(c.request(create("bad", &["b-0", "b-1"], &["0"])).await),
         ResponseCode::PRECONDITION_FAILED
     );
-    assert!(!broker.broker.stream_exists("b-0"), "all or nothing");
+    assert!(!broker.broker.stream_exists("/", "b-0"), "all or nothing");
 
     let partitions = |c: &mut Raw, name: &str| {
         Frame::Partitions(Partitions {
@@ -276,7 +276,9 @@ async fn super_streams_create_route_partitions_delete_and_persist() {
         }))
         .await;
     assert_eq!(code(r), ResponseCode::OK);
-    assert!(!broker.broker.stream_exists("inv-0") && !broker.broker.stream_exists("inv-1"));
+    assert!(
+        !broker.broker.stream_exists("/", "inv-0") && !broker.broker.stream_exists("/", "inv-1")
+    );
     let r = c
         .request(Frame::DeleteSuperStream(DeleteSuperStream {
             correlation_id: 5,

@@ -216,7 +216,7 @@ async fn commands_before_open_close_the_socket_without_reply() {
     c.send_bytes(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc])
         .await;
     c.expect_eof().await;
-    assert!(!broker.broker.stream_exists("s"));
+    assert!(!broker.broker.stream_exists("/", "s"));
     still_serving(&broker).await;
 }
 
@@ -737,7 +737,7 @@ async fn duplicates_are_confirmed_in_their_own_frame() {
     assert_eq!(c.recv().await.unwrap(), confirm(vec![0, 1]));
     assert_eq!(c.recv().await.unwrap(), confirm(vec![0, 1]));
     assert_eq!(
-        broker.broker.stream_stats("d").unwrap().next_offset,
+        broker.broker.stream_stats("/", "d").unwrap().next_offset,
         2,
         "two messages stored"
     );
@@ -799,7 +799,7 @@ async fn sub_entry_batches_are_stored_as_is_and_validated() {
         ]
     );
     // plain (offset 0), the batch (offsets 1..=3, one entry), ok (offset 4).
-    assert_eq!(broker.broker.stream_stats("b").unwrap().next_offset, 5);
+    assert_eq!(broker.broker.stream_stats("/", "b").unwrap().next_offset, 5);
     c.request(Frame::Subscribe(Subscribe {
         correlation_id: 9,
         subscription_id: 0,
@@ -879,7 +879,7 @@ async fn a_publisher_that_does_not_read_confirms_is_throttled() {
         finished.is_err(),
         "the broker kept reading a publisher that never reads"
     );
-    let written = broker.broker.stream_stats("p").unwrap().next_offset;
+    let written = broker.broker.stream_stats("/", "p").unwrap().next_offset;
     assert!(
         written < 2_000_000,
         "{written} messages accepted without their confirms being read"

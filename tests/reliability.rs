@@ -175,7 +175,7 @@ async fn damaged_metadata_never_costs_data() {
     std::fs::write(orders.join("stream.json"), &meta[..meta.len() / 2]).unwrap();
     let broker = TestBroker::start(&data).await;
     assert!(broker.broker.unavailable_streams().is_empty());
-    let stats = broker.broker.stream_stats("orders").unwrap();
+    let stats = broker.broker.stream_stats("/", "orders").unwrap();
     assert_eq!(stats.next_offset, 100);
     let data = broker.stop().await;
     assert_eq!(std::fs::read(orders.join("stream.json")).unwrap(), meta);
@@ -217,7 +217,11 @@ async fn damaged_metadata_never_costs_data() {
         std::fs::write(orders.join("stream.json"), &meta).unwrap();
         let broker = TestBroker::start(&data).await;
         assert_eq!(
-            broker.broker.stream_stats("orders").unwrap().next_offset,
+            broker
+                .broker
+                .stream_stats("/", "orders")
+                .unwrap()
+                .next_offset,
             100
         );
         broker.stop().await;

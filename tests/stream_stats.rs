@@ -129,6 +129,6 @@ async fn stream_stats_after_retention_trimmed_the_head() {
     assert_eq!(s["committed_chunk_id"], s["last_chunk_id"]);
     assert!(s["last_chunk_id"] > first, "{s:?}");
     // A consumer at `first` starts where the stats say.
-    let info = broker.broker.stream_stats("trimmed").unwrap();
+    let info = broker.broker.stream_stats("/", "trimmed").unwrap();
     assert_eq!(info.first_chunk_id, Some(first as u64));
 }

@@ -2,13 +2,18 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod child;
+pub mod http;
 pub mod raw;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use brook_auth::{AccessStore, Bootstrap};
 use brook_broker::{Broker, BrokerConfig};
+use brook_management::{Api, ListenerInfo, Management};
 use brook_server::{Server, ServerConfig};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -16,9 +21,11 @@ use tokio::task::JoinHandle;
 pub struct TestBroker {
     pub addr: SocketAddr,
     pub tls_addr: Option<SocketAddr>,
-    pub http_addr: Option<SocketAddr>,
+    /// The management API.
+    pub http_addr: SocketAddr,
     pub data_dir: PathBuf,
     pub broker: Broker,
+    pub access: Arc<AccessStore>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -27,7 +34,7 @@ pub struct TestBroker {
 pub fn test_server_config() -> ServerConfig {
     ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        advertised_host: "127.0.0.1".into(),
+        advertised_host: Some("127.0.0.1".into()),
         auth_failure_delay: Duration::from_millis(200),
         close_timeout: Duration::from_secs(2),
         ..ServerConfig::default()
@@ -40,19 +47,64 @@ impl TestBroker {
     }
 
     pub async fn start_with(config: BrokerConfig, server_config: ServerConfig) -> TestBroker {
+        Self::start_full(config, server_config, Bootstrap::default()).await
+    }
+
+    /// With the stream listener, the management API, and users seeded from `bootstrap`.
+    pub async fn start_full(
+        config: BrokerConfig,
+        server_config: ServerConfig,
+        bootstrap: Bootstrap,
+    ) -> TestBroker {
         let data_dir = config.data_dir.clone();
+        let storage = config.storage.clone();
         let broker = Broker::open(config).unwrap();
-        let server = Server::bind(server_config, broker.clone()).await.unwrap();
+        let access = Arc::new(AccessStore::open(storage, &data_dir, &bootstrap).unwrap());
+        let server = Server::bind(server_config, broker.clone(), access.clone())
+            .await
+            .unwrap();
         let addr = server.local_addr().unwrap();
-        let (tls_addr, http_addr) = (server.tls_addr(), server.http_addr());
+        let tls_addr = server.tls_addr();
+        let mut management = Management::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            Api {
+                broker: broker.clone(),
+                access: access.clone(),
+                connections: server.connections(),
+                node: "brook@test".into(),
+                data_dir: data_dir.clone(),
+                listeners: Vec::new(),
+                rabbitmq_version: ServerConfig::default().protocol_version,
+                started: std::time::Instant::now(),
+            },
+        )
+        .await
+        .unwrap();
+        let http_addr = management.local_addr().unwrap();
+        management.set_listeners(vec![
+            ListenerInfo {
+                protocol: "stream".into(),
+                addr,
+            },
+            ListenerInfo {
+                protocol: "http".into(),
+                addr: http_addr,
+            },
+        ]);
         let (stop, stopped) = oneshot::channel();
         let shutdown_broker = broker.clone();
         let task = tokio::spawn(async move {
+            let (stop_http, http_stopped) = oneshot::channel::<()>();
+            let http = tokio::spawn(management.serve(async {
+                let _ = http_stopped.await;
+            }));
             server
                 .serve(async {
                     let _ = stopped.await;
                 })
                 .await;
+            let _ = stop_http.send(());
+            let _ = http.await;
             shutdown_broker.shutdown().await;
         });
         TestBroker {
@@ -61,6 +113,7 @@ impl TestBroker {
             http_addr,
             data_dir,
             broker,
+            access,
             stop: Some(stop),
             task: Some(task),
         }

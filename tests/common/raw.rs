@@ -47,6 +47,64 @@ impl Raw {
         c
     }
 
+    /// Connects as `user` to `vhost` with `properties` (e.g. `connection_name`). Returns the
+    /// code of the first refusal (authentication or Open) instead of a connection.
+    pub async fn open_as(
+        addr: SocketAddr,
+        user: &str,
+        pass: &str,
+        vhost: &str,
+        properties: &[(&str, &str)],
+    ) -> Result<Raw, ResponseCode> {
+        let mut c = Raw::connect(addr).await;
+        let corr = c.next_corr();
+        c.request(Frame::PeerProperties(PeerProperties {
+            correlation_id: corr,
+            properties: properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }))
+        .await;
+        let corr = c.next_corr();
+        c.request(Frame::SaslHandshake(SaslHandshake {
+            correlation_id: corr,
+        }))
+        .await;
+        let corr = c.next_corr();
+        let r = c
+            .request(Frame::SaslAuthenticate(SaslAuthenticate {
+                correlation_id: corr,
+                mechanism: "PLAIN".into(),
+                data: Some(Bytes::from(format!("\0{user}\0{pass}"))),
+            }))
+            .await;
+        let Frame::SaslAuthenticateResponse(a) = r else {
+            panic!("{r:?}")
+        };
+        if !a.code.is_ok() {
+            return Err(a.code);
+        }
+        let t = c.recv().await.unwrap();
+        assert!(matches!(t, Frame::Tune(_)), "{t:?}");
+        c.send(Frame::Tune(Tune {
+            frame_max: 1_048_576,
+            heartbeat: 0,
+        }))
+        .await;
+        let corr = c.next_corr();
+        let r = c
+            .request(Frame::Open(Open {
+                correlation_id: corr,
+                vhost: vhost.into(),
+            }))
+            .await;
+        let Frame::OpenResponse(r) = r else {
+            panic!("{r:?}")
+        };
+        if r.code.is_ok() { Ok(c) } else { Err(r.code) }
+    }
+
     /// PeerProperties, SaslHandshake, SaslAuthenticate; returns the auth response and reads
     /// the server's Tune on success.
     pub async fn handshake_until_tune(

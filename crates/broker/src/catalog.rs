@@ -25,9 +25,16 @@ const DELETED_SUFFIX: &str = ".deleted";
 /// What is kept about a stream besides its log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct StreamMeta {
+    /// Absent in files written before vhosts: `/`.
+    #[serde(default = "default_vhost")]
+    pub vhost: String,
     pub name: String,
     pub arguments: StreamArgs,
     pub created_at_ms: i64,
+}
+
+fn default_vhost() -> String {
+    "/".to_owned()
 }
 
 /// What a directory under `streams/` turned out to be.
@@ -152,6 +159,7 @@ mod tests {
 
     fn meta(name: &str) -> StreamMeta {
         StreamMeta {
+            vhost: "/".into(),
             name: name.into(),
             arguments: StreamArgs::default(),
             created_at_ms: 1,

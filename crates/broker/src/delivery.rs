@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use brook_log::{Cursor, LogError, ReadChunk};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use crate::bloom::Matcher;
 use crate::budget::Budget;
+use crate::counters::ConsumerCounters;
 use crate::outgoing::{Outgoing, OutgoingSender};
 use crate::stream::Stream;
 
@@ -16,11 +17,11 @@ const READ_AHEAD_BYTES: usize = 256 << 10;
 
 #[derive(Debug)]
 pub(crate) struct Delivery {
-    pub subscription_id: u8,
     pub stream: Arc<Stream>,
     pub cursor: Cursor,
-    /// One permit per chunk the client allows.
-    pub credit: Arc<Semaphore>,
+    /// The subscription's id, its credit (one permit per chunk the client allows), and what
+    /// it consumed.
+    pub counters: Arc<ConsumerCounters>,
     /// The connection's budget: chunks queued for its socket are charged to it, so a client
     /// that grants credit but does not read cannot make the broker buffer the stream.
     pub budget: Budget,
@@ -78,7 +79,7 @@ impl Delivery {
                 Ok(chunks) => chunks,
                 Err(LogError::Deleted) => return,
                 Err(e) => {
-                    tracing::error!(stream = %self.stream.name, subscription = self.subscription_id,
+                    tracing::error!(stream = %self.stream.id.name, subscription = self.counters.id,
                         "stopping delivery: {e}");
                     return;
                 }
@@ -102,7 +103,7 @@ impl Delivery {
         {
             return true;
         }
-        match self.credit.acquire().await {
+        match self.counters.credit.acquire().await {
             Ok(permit) => permit.forget(),
             Err(_) => return false,
         }
@@ -112,9 +113,11 @@ impl Delivery {
             .committed_chunk_id()
             .unwrap_or(chunk.header.chunk_id);
         let charge = self.budget.charge(chunk.header.wire_len()).await;
+        self.counters
+            .dispatched(chunk.header.chunk_id, u64::from(chunk.header.num_records));
         self.outgoing
             .send(Outgoing::Deliver {
-                subscription_id: self.subscription_id,
+                subscription_id: self.counters.id,
                 committed_chunk_id,
                 chunk,
                 charge,

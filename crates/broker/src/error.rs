@@ -19,6 +19,8 @@ pub enum Error {
     PublisherDoesNotExist(u8),
     #[error("no offset stored for reference {0:?}")]
     NoOffset(String),
+    #[error("access to {0:?} refused")]
+    AccessRefused(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -34,6 +36,7 @@ impl Error {
             Error::SubscriptionIdDoesNotExist(_) => ResponseCode::SUBSCRIPTION_ID_DOES_NOT_EXIST,
             Error::PublisherDoesNotExist(_) => ResponseCode::PUBLISHER_DOES_NOT_EXIST,
             Error::NoOffset(_) => ResponseCode::NO_OFFSET,
+            Error::AccessRefused(_) => ResponseCode::ACCESS_REFUSED,
             Error::Internal(_) => ResponseCode::INTERNAL_ERROR,
         }
     }

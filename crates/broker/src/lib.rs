@@ -3,6 +3,8 @@
 //! what comes out of a connection's [`Outgoing`] queue.
 //!
 //! * [`Broker`] (`registry.rs`) — streams and super streams by name; creates, deletes, opens.
+//! * `info.rs` — read-only views of the registry for operators.
+//! * `counters.rs` — what each connection's publishers and consumers did.
 //! * `catalog.rs` — streams on disk: directories and metadata, and the rules that keep a read
 //!   error from ever deleting data.
 //! * `stream/` — one writer per stream: a pure decision core, its I/O, its async task.
@@ -27,8 +29,10 @@ mod bloom;
 mod budget;
 mod catalog;
 mod config;
+mod counters;
 mod delivery;
 mod error;
+mod info;
 mod outgoing;
 mod registry;
 mod sac;
@@ -37,14 +41,17 @@ mod stream;
 mod super_streams;
 mod verify;
 
-pub use args::{MaxAge, StreamArgs};
+pub use args::{MAX_SEGMENT_SIZE_BYTES, MaxAge, StreamArgs};
 pub use brook_log::Severity;
 pub use budget::{Budget, CONNECTION_BUDGET_BYTES, Charge};
 pub use config::{BrokerConfig, Durability};
+pub use counters::{ConsumerSnapshot, Counters, PublisherCounters, PublisherSnapshot};
 pub use error::{Error, OpenError};
+pub use info::{StreamInfo, StreamStatus, UnavailableStream};
 pub use outgoing::{ControlEvent, ControlSender, Outgoing, OutgoingSender};
-pub use registry::{Broker, UnavailableStream};
+pub use registry::{Broker, stream_name};
 pub use session::{Session, Subscribed};
+pub use stream::StreamId;
 pub use super_streams::SuperStream;
 pub use verify::{DataDirReport, StreamReport, verify_data_dir};
 

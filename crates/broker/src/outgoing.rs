@@ -2,7 +2,6 @@
 //! for its request loop ([`ControlEvent`]).
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use brook_log::ReadChunk;
 use brook_protocol::ResponseCode;
@@ -10,6 +9,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::budget::Charge;
+use crate::counters::PublisherCounters;
 
 /// Everything the broker sends to one connection, in order. Each item carries its [`Charge`]
 /// on the connection's budget, returned once the item is written.
@@ -20,8 +20,8 @@ pub enum Outgoing {
     Confirm {
         publisher_id: u8,
         ids: Vec<u64>,
-        /// False once the publisher was deleted: the confirm must be dropped.
-        alive: Arc<AtomicBool>,
+        /// Dropped if the publisher was deleted meanwhile; counted in its counters when sent.
+        publisher: Arc<PublisherCounters>,
         /// The charge of the Publish frames confirmed here.
         charge: Charge,
     },

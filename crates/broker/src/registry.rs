@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use brook_log::{Log, LogConfig, LogError, LogStats, Recovery};
+use brook_log::{Log, LogConfig, LogError, Recovery};
 use brook_storage::LockGuard;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -27,12 +27,12 @@ use crate::stream::MAX_CHUNK_ENTRIES;
 use crate::stream::core::{Core, CoreConfig};
 use crate::stream::task::{self, Links};
 use crate::stream::writer::StreamWriter;
-use crate::stream::{Command, Stream, StreamState};
-use crate::super_streams::{SuperStream, SuperStreams};
+use crate::stream::{Command, Stream, StreamId, StreamState};
+use crate::super_streams::SuperStreams;
 
 /// A name in the registry.
 #[derive(Debug)]
-enum Slot {
+pub(crate) enum Slot {
     Ready(Arc<Stream>),
     /// Being created (its directory and log are being written).
     Creating(StreamArgs),
@@ -48,7 +48,7 @@ enum Slot {
 pub(crate) struct Inner {
     config: BrokerConfig,
     streams_dir: PathBuf,
-    streams: RwLock<HashMap<String, Slot>>,
+    streams: RwLock<HashMap<StreamId, Slot>>,
     next_connection: AtomicU64,
     pub(crate) super_streams: SuperStreams,
     pub(crate) sac: sac::Coordinator,
@@ -60,14 +60,6 @@ pub(crate) struct Inner {
 #[derive(Debug, Clone)]
 pub struct Broker {
     pub(crate) inner: Arc<Inner>,
-}
-
-/// A stream that could not be opened, for operators.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnavailableStream {
-    pub name: String,
-    pub dir: PathBuf,
-    pub reason: String,
 }
 
 impl Broker {
@@ -142,32 +134,33 @@ impl Broker {
                      or move the directory away, then restart.",
                     catalog::META_FILE);
                 if let Some(name) = name {
-                    self.unavailable(name, dir, reason);
+                    self.unavailable(StreamId::new("/", name), dir, reason);
                 }
                 return;
             }
         };
         let args = meta.arguments.reparse();
+        let id = StreamId::new(meta.vhost, meta.name);
         match open_log(&self.inner.config, dir, &args) {
             Ok((log, recovery)) => {
                 if recovery.is_clean() {
-                    tracing::info!(stream = %meta.name, next_offset = log.next_offset(), "stream opened");
+                    tracing::info!(stream = %id, next_offset = log.next_offset(), "stream opened");
                 } else {
-                    tracing::warn!(stream = %meta.name, "stream recovered: {recovery}");
+                    tracing::warn!(stream = %id, "stream recovered: {recovery}");
                 }
-                let stream = self.start_writer(&meta.name, args, dir.to_owned(), log);
-                self.write_streams().insert(meta.name, Slot::Ready(stream));
+                let stream = self.start_writer(&id, args, dir.to_owned(), log);
+                self.write_streams().insert(id, Slot::Ready(stream));
             }
             Err(e) => {
-                tracing::error!(stream = %meta.name, dir = %dir.display(), "stream not available: {e}");
-                self.unavailable(meta.name, dir, e.to_string());
+                tracing::error!(stream = %id, dir = %dir.display(), "stream not available: {e}");
+                self.unavailable(id, dir, e.to_string());
             }
         }
     }
 
-    fn unavailable(&self, name: String, dir: &Path, reason: String) {
+    fn unavailable(&self, id: StreamId, dir: &Path, reason: String) {
         self.write_streams().insert(
-            name,
+            id,
             Slot::Unavailable {
                 dir: dir.to_owned(),
                 reason,
@@ -176,13 +169,13 @@ impl Broker {
     }
 
     /// Spawns the stream's writer task.
-    fn start_writer(&self, name: &str, args: StreamArgs, dir: PathBuf, log: Log) -> Arc<Stream> {
+    fn start_writer(&self, id: &StreamId, args: StreamArgs, dir: PathBuf, log: Log) -> Arc<Stream> {
         let config = &self.inner.config;
         let (committed_tx, committed_rx) = watch::channel(log.next_offset());
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(StreamState::default());
         let stream = Arc::new(Stream {
-            name: name.to_owned(),
+            id: id.clone(),
             reader: log.reader(),
             args: args.clone(),
             dir,
@@ -200,7 +193,7 @@ impl Broker {
             Instant::now(),
         );
         let links = Links {
-            name: name.to_owned(),
+            id: id.clone(),
             state,
             committed: committed_tx,
             retention_check_interval: config.retention_check_interval,
@@ -211,19 +204,20 @@ impl Broker {
 
     // Registry updates are plain inserts/removes; a panic elsewhere cannot leave the map in a
     // state worth refusing to read, so lock poisoning is ignored.
-    fn read_streams(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Slot>> {
+    pub(crate) fn read_streams(&self) -> std::sync::RwLockReadGuard<'_, HashMap<StreamId, Slot>> {
         self.inner.streams.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write_streams(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Slot>> {
+    fn write_streams(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<StreamId, Slot>> {
         self.inner
             .streams
             .write()
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn stream(&self, name: &str) -> Result<Arc<Stream>, Error> {
-        match self.read_streams().get(name) {
+    pub(crate) fn stream(&self, id: &StreamId) -> Result<Arc<Stream>, Error> {
+        let name = &id.name;
+        match self.read_streams().get(id) {
             Some(Slot::Ready(s)) => Ok(s.clone()),
             Some(Slot::Creating(_)) => Err(Error::StreamNotAvailable(
                 name.to_owned(),
@@ -240,18 +234,27 @@ impl Broker {
     /// `outgoing` is the connection's ordered output queue, bounded by `budget`.
     pub fn session(
         &self,
+        vhost: &str,
         control: ControlSender,
         outgoing: OutgoingSender,
         budget: Budget,
     ) -> Session {
         let id = self.inner.next_connection.fetch_add(1, Ordering::Relaxed);
-        Session::new(self.clone(), id, control, outgoing, budget)
+        Session::new(
+            self.clone(),
+            id,
+            vhost.to_owned(),
+            control,
+            outgoing,
+            budget,
+        )
     }
 
     /// Creates a stream. Same name and equivalent arguments → [`Error::StreamAlreadyExists`];
     /// different arguments → [`Error::PreconditionFailed`], as in RabbitMQ.
     pub async fn create_stream(
         &self,
+        vhost: &str,
         name: &str,
         arguments: &[(String, String)],
     ) -> Result<(), Error> {
@@ -259,9 +262,10 @@ impl Broker {
         let name: String = name.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
         validate_name(&name)?;
         let args = StreamArgs::parse(arguments).map_err(Error::PreconditionFailed)?;
+        let id = StreamId::new(vhost, name.clone());
         {
             let mut streams = self.write_streams();
-            match streams.get(&name) {
+            match streams.get(&id) {
                 Some(Slot::Ready(s)) if s.args == args => {
                     return Err(Error::StreamAlreadyExists(name));
                 }
@@ -275,9 +279,10 @@ impl Broker {
                 }
                 None => {}
             }
-            streams.insert(name.clone(), Slot::Creating(args.clone()));
+            streams.insert(id.clone(), Slot::Creating(args.clone()));
         }
         let meta = StreamMeta {
+            vhost: vhost.to_owned(),
             name: name.clone(),
             arguments: args.clone(),
             created_at_ms: crate::now_ms(),
@@ -293,23 +298,24 @@ impl Broker {
         .unwrap_or_else(|e| Err(e.to_string()));
         match created {
             Ok((dir, log)) => {
-                tracing::info!(stream = %name, dir = %dir.display(), "stream created");
-                let stream = self.start_writer(&name, args, dir, log);
-                self.write_streams().insert(name, Slot::Ready(stream));
+                tracing::info!(stream = %id, dir = %dir.display(), "stream created");
+                let stream = self.start_writer(&id, args, dir, log);
+                self.write_streams().insert(id, Slot::Ready(stream));
                 Ok(())
             }
             Err(e) => {
-                self.write_streams().remove(&name);
-                Err(Error::Internal(format!("creating {name:?}: {e}")))
+                self.write_streams().remove(&id);
+                Err(Error::Internal(format!("creating {id}: {e}")))
             }
         }
     }
 
     /// Deletes a stream and its data; every connection that used it gets a MetadataUpdate.
-    pub async fn delete_stream(&self, name: &str) -> Result<(), Error> {
+    pub async fn delete_stream(&self, vhost: &str, name: &str) -> Result<(), Error> {
+        let id = StreamId::new(vhost, name);
         let slot = {
             let mut streams = self.write_streams();
-            match streams.get(name) {
+            match streams.get(&id) {
                 None => return Err(Error::StreamDoesNotExist(name.to_owned())),
                 Some(Slot::Creating(_)) => {
                     return Err(Error::StreamNotAvailable(
@@ -317,7 +323,7 @@ impl Broker {
                         "being created".into(),
                     ));
                 }
-                Some(_) => streams.remove(name),
+                Some(_) => streams.remove(&id),
             }
         };
         let dir = match slot {
@@ -339,150 +345,27 @@ impl Broker {
             .await
             .map_err(|e| Error::Internal(e.to_string()))?;
         if let Err(e) = removed {
-            tracing::error!(stream = %name, "removing the stream's files: {e}");
+            tracing::error!(stream = %id, "removing the stream's files: {e}");
         }
-        self.inner.super_streams.remove_partition(name).await;
-        tracing::info!(stream = %name, "stream deleted");
+        self.inner.super_streams.remove_partition(vhost, name).await;
+        tracing::info!(stream = %id, "stream deleted");
         Ok(())
     }
 
-    /// Creates a super stream and its partition streams, all or nothing.
-    pub async fn create_super_stream(
-        &self,
-        name: &str,
-        partitions: &[String],
-        binding_keys: &[String],
-        arguments: &[(String, String)],
-    ) -> Result<(), Error> {
-        validate_name(name)?;
-        SuperStream::validate(partitions, binding_keys)?;
-        StreamArgs::parse(arguments).map_err(Error::PreconditionFailed)?;
-        if self.inner.super_streams.contains(name) {
-            return Err(Error::StreamAlreadyExists(name.to_owned()));
-        }
-        if let Some(p) = partitions.iter().find(|p| self.stream_exists(p)) {
-            return Err(Error::StreamAlreadyExists(p.clone()));
-        }
-        let mut created = Vec::new();
-        let mut failure = None;
-        for p in partitions {
-            match self.create_stream(p, arguments).await {
-                Ok(()) => created.push(p),
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
+    /// Deletes every stream and super stream of a vhost (the vhost itself is being deleted).
+    pub async fn delete_vhost(&self, vhost: &str) {
+        for (v, name) in self.super_stream_names() {
+            if v == vhost
+                && let Err(e) = self.delete_super_stream(vhost, &name).await
+            {
+                tracing::warn!(vhost, super_stream = %name, "deleting: {e}");
             }
         }
-        if failure.is_none() {
-            let definition = SuperStream {
-                partitions: partitions.to_vec(),
-                binding_keys: binding_keys.to_vec(),
-            };
-            let added = self
-                .inner
-                .super_streams
-                .update(|map| {
-                    if map.contains_key(name) {
-                        return Err(Error::StreamAlreadyExists(name.to_owned()));
-                    }
-                    map.insert(name.to_owned(), definition);
-                    Ok(())
-                })
-                .await;
-            failure = added.err();
-        }
-        if let Some(e) = failure {
-            for p in created {
-                let _ = self.delete_stream(p).await;
-            }
-            return Err(e);
-        }
-        tracing::info!(super_stream = %name, partitions = partitions.len(), "super stream created");
-        Ok(())
-    }
-
-    /// Deletes a super stream and all its partitions.
-    pub async fn delete_super_stream(&self, name: &str) -> Result<(), Error> {
-        let removed = self
-            .inner
-            .super_streams
-            .update(|map| {
-                map.remove(name)
-                    .ok_or_else(|| Error::StreamDoesNotExist(name.to_owned()))
-            })
-            .await?;
-        for p in &removed.partitions {
-            match self.delete_stream(p).await {
-                Ok(()) | Err(Error::StreamDoesNotExist(_)) => {}
-                Err(e) => {
-                    tracing::warn!(super_stream = %name, partition = %p, "deleting partition: {e}")
-                }
+        for id in self.streams().into_iter().filter(|id| id.vhost == vhost) {
+            if let Err(e) = self.delete_stream(vhost, &id.name).await {
+                tracing::warn!(stream = %id, "deleting: {e}");
             }
         }
-        tracing::info!(super_stream = %name, "super stream deleted");
-        Ok(())
-    }
-
-    pub fn super_stream(&self, name: &str) -> Result<SuperStream, Error> {
-        self.inner
-            .super_streams
-            .get(name)
-            .ok_or_else(|| Error::StreamDoesNotExist(name.to_owned()))
-    }
-
-    /// Names of all super streams, sorted.
-    pub fn super_stream_names(&self) -> Vec<String> {
-        self.inner.super_streams.names()
-    }
-
-    /// The partitions whose binding key is exactly `routing_key` (direct routing).
-    pub fn route(&self, super_stream: &str, routing_key: &str) -> Result<Vec<String>, Error> {
-        Ok(self.super_stream(super_stream)?.route(routing_key))
-    }
-
-    /// A partition's position in its super stream (its single-active-consumer index):
-    /// RabbitMQ's binding order, else the number after the name's last `-`.
-    pub(crate) fn partition_index(&self, super_stream: &str, stream: &str) -> i32 {
-        self.inner
-            .super_streams
-            .position(super_stream, stream)
-            .map(|i| i as i32)
-            .or_else(|| stream.rsplit('-').next().and_then(|n| n.parse().ok()))
-            .unwrap_or(-1)
-    }
-
-    pub fn stream_exists(&self, name: &str) -> bool {
-        self.read_streams().contains_key(name)
-    }
-
-    /// Names of all streams, sorted.
-    pub fn stream_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.read_streams().keys().cloned().collect();
-        names.sort();
-        names
-    }
-
-    /// Streams whose files could not be opened, sorted by name.
-    pub fn unavailable_streams(&self) -> Vec<UnavailableStream> {
-        let mut out: Vec<UnavailableStream> = self
-            .read_streams()
-            .iter()
-            .filter_map(|(name, slot)| match slot {
-                Slot::Unavailable { dir, reason } => Some(UnavailableStream {
-                    name: name.clone(),
-                    dir: dir.clone(),
-                    reason: reason.clone(),
-                }),
-                _ => None,
-            })
-            .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        out
-    }
-
-    pub fn stream_stats(&self, name: &str) -> Result<LogStats, Error> {
-        Ok(self.stream(name)?.reader.stats())
     }
 
     /// Writes and syncs everything queued in every stream, then stops the writers.
@@ -520,7 +403,15 @@ fn open_log(
     Log::open(config.storage.clone(), dir, log_config)
 }
 
-fn validate_name(name: &str) -> Result<(), Error> {
+/// A stream or super stream name as RabbitMQ takes it: line breaks stripped, not empty, not
+/// `amq.`-prefixed, at most 255 bytes. Checked before permissions, as RabbitMQ does.
+pub fn stream_name(name: &str) -> Result<String, Error> {
+    let name: String = name.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
+    validate_name(&name)?;
+    Ok(name)
+}
+
+pub(crate) fn validate_name(name: &str) -> Result<(), Error> {
     if name.is_empty() || name.starts_with("amq.") || name.len() > 255 {
         return Err(Error::PreconditionFailed(format!("invalid name {name:?}")));
     }

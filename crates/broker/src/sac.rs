@@ -12,6 +12,7 @@ use std::sync::Mutex;
 
 use tokio::sync::mpsc;
 
+use crate::stream::StreamId;
 use crate::{ControlEvent, Error};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +82,7 @@ impl Group {
 }
 
 /// Group key: (stream, consumer name).
-type Key = (String, String);
+type Key = (StreamId, String);
 
 #[derive(Debug, Default)]
 pub(crate) struct Coordinator {
@@ -95,7 +96,7 @@ impl Coordinator {
 
     pub(crate) fn register(
         &self,
-        stream: &str,
+        stream: &StreamId,
         name: &str,
         partition_index: i32,
         conn: u64,
@@ -104,14 +105,14 @@ impl Coordinator {
     ) -> Result<(), Error> {
         let mut groups = self.groups();
         let group = groups
-            .entry((stream.to_owned(), name.to_owned()))
+            .entry((stream.clone(), name.to_owned()))
             .or_insert(Group {
                 partition_index,
                 members: Vec::new(),
             });
         if group.partition_index != partition_index {
             return Err(Error::PreconditionFailed(format!(
-                "consumer group {name:?} on {stream:?} has partition index {}, not {partition_index}",
+                "consumer group {name:?} on {stream} has partition index {}, not {partition_index}",
                 group.partition_index
             )));
         }
@@ -126,9 +127,9 @@ impl Coordinator {
     }
 
     /// A member left (unsubscribed, connection closed, stream deleted).
-    pub(crate) fn unregister(&self, stream: &str, name: &str, conn: u64, subscription_id: u8) {
+    pub(crate) fn unregister(&self, stream: &StreamId, name: &str, conn: u64, subscription_id: u8) {
         let mut groups = self.groups();
-        let key = (stream.to_owned(), name.to_owned());
+        let key = (stream.clone(), name.to_owned());
         if let Some(group) = groups.get_mut(&key) {
             if let Some(i) = group.position(conn, subscription_id) {
                 group.members.remove(i);
@@ -142,9 +143,15 @@ impl Coordinator {
     }
 
     /// A member answered its step-down request.
-    pub(crate) fn stepped_down(&self, stream: &str, name: &str, conn: u64, subscription_id: u8) {
+    pub(crate) fn stepped_down(
+        &self,
+        stream: &StreamId,
+        name: &str,
+        conn: u64,
+        subscription_id: u8,
+    ) {
         let mut groups = self.groups();
-        if let Some(group) = groups.get_mut(&(stream.to_owned(), name.to_owned()))
+        if let Some(group) = groups.get_mut(&(stream.clone(), name.to_owned()))
             && let Some(i) = group.position(conn, subscription_id)
             && group.members[i].state == State::SteppingDown
         {
@@ -158,9 +165,13 @@ impl Coordinator {
 mod tests {
     use super::*;
 
+    fn s() -> StreamId {
+        StreamId::new("/", "s")
+    }
+
     fn member(c: &Coordinator, index: i32, conn: u64) -> mpsc::UnboundedReceiver<ControlEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
-        c.register("s", "g", index, conn, 1, &tx).unwrap();
+        c.register(&s(), "g", index, conn, 1, &tx).unwrap();
         rx
     }
 
@@ -183,7 +194,7 @@ mod tests {
             (None, None),
             "waiting consumers are not told"
         );
-        c.unregister("s", "g", 1, 1);
+        c.unregister(&s(), "g", 1, 1);
         assert_eq!(update(&mut b), Some(true));
         assert_eq!(update(&mut d), None);
     }
@@ -197,14 +208,14 @@ mod tests {
         let mut b = member(&c, 1, 2);
         assert_eq!(update(&mut a), Some(false), "a steps down");
         assert_eq!(update(&mut b), None, "b waits for a's answer");
-        c.stepped_down("s", "g", 1, 1);
+        c.stepped_down(&s(), "g", 1, 1);
         assert_eq!(update(&mut b), Some(true));
         // b leaves: a is the only one again.
-        c.unregister("s", "g", 2, 1);
+        c.unregister(&s(), "g", 2, 1);
         assert_eq!(update(&mut a), Some(true));
         let (tx, _) = mpsc::unbounded_channel();
         assert!(
-            c.register("s", "g", 0, 9, 1, &tx).is_err(),
+            c.register(&s(), "g", 0, 9, 1, &tx).is_err(),
             "another partition index"
         );
     }

@@ -55,23 +55,11 @@ pub fn verify_data_dir(storage: &dyn Storage, data_dir: &Path) -> std::io::Resul
             streams.push(verify_stream(storage, &streams_dir.join(entry.name)));
         }
     }
-    let super_streams = super_streams(storage, data_dir);
+    let super_streams = crate::super_streams::count_in(storage, data_dir);
     Ok(DataDirReport {
         streams,
         super_streams,
     })
-}
-
-fn super_streams(storage: &dyn Storage, dir: &Path) -> Result<usize, String> {
-    type Map = std::collections::BTreeMap<String, crate::SuperStream>;
-    let file = "super_streams.json";
-    let primary = catalog::read_copy::<Map>(storage, &dir.join(file));
-    let backup = catalog::read_copy::<Map>(storage, &dir.join(catalog::backup_of(file)));
-    match (primary, backup) {
-        (Ok(Some(m)), _) | (_, Ok(Some(m))) => Ok(m.len()),
-        (Ok(None), Ok(None)) => Ok(0),
-        (p, b) => Err(format!("{file}: {p:?}; backup: {b:?}")),
-    }
 }
 
 fn verify_stream(storage: &dyn Storage, dir: &Path) -> StreamReport {

@@ -25,7 +25,7 @@ fn connect(broker: &Broker) -> Conn {
     let (control, control_rx) = mpsc::unbounded_channel();
     let (out, out_rx) = mpsc::unbounded_channel();
     Conn {
-        session: broker.session(control, out, Budget::new(CONNECTION_BUDGET_BYTES)),
+        session: broker.session("/", control, out, Budget::new(CONNECTION_BUDGET_BYTES)),
         out: out_rx,
         _control: control_rx,
     }
@@ -77,6 +77,7 @@ async fn max_age_trims_an_idle_stream_and_tracking_survives() {
     let broker = Broker::open(config.clone()).unwrap();
     broker
         .create_stream(
+            "/",
             "aged",
             &props(&[("max-age", "1s"), ("stream-max-segment-size-bytes", "2000")]),
         )
@@ -89,7 +90,7 @@ async fn max_age_trims_an_idle_stream_and_tracking_survives() {
     for batch in 0..20u64 {
         c.publish(0, batch * 10..batch * 10 + 10, 50).await;
     }
-    let before = broker.stream_stats("aged").unwrap();
+    let before = broker.stream_stats("/", "aged").unwrap();
     assert!(before.segments > 3, "{before:?}");
     assert_eq!(before.first_chunk_id, Some(0));
     // A consumer attached at `first` before trimming.
@@ -101,7 +102,7 @@ async fn max_age_trims_an_idle_stream_and_tracking_survives() {
 
     // No more publishes: the periodic check alone must trim the stream.
     tokio::time::sleep(Duration::from_millis(1600)).await;
-    let after = broker.stream_stats("aged").unwrap();
+    let after = broker.stream_stats("/", "aged").unwrap();
     assert_eq!(after.segments, 1, "{after:?}");
     assert!(after.first_chunk_id.unwrap() > 0);
 
@@ -140,6 +141,7 @@ async fn max_length_bytes_trims_by_segment() {
     let broker = Broker::open(BrokerConfig::new(dir.path())).unwrap();
     broker
         .create_stream(
+            "/",
             "sized",
             &props(&[
                 ("max-length-bytes", "10000"),
@@ -153,7 +155,7 @@ async fn max_length_bytes_trims_by_segment() {
     for batch in 0..100u64 {
         c.publish(0, batch * 5..batch * 5 + 5, 100).await;
     }
-    let stats = broker.stream_stats("sized").unwrap();
+    let stats = broker.stream_stats("/", "sized").unwrap();
     // Whole segments go: at most the limit plus the active segment remains.
     assert!(stats.bytes <= 10_000 + 2_000 + 600, "{stats:?}");
     assert!(stats.first_chunk_id.unwrap() > 0);
@@ -170,13 +172,13 @@ async fn every_durability_level_confirms() {
         let mut config = BrokerConfig::new(dir.path());
         config.durability = durability;
         let broker = Broker::open(config).unwrap();
-        broker.create_stream("d", &[]).await.unwrap();
+        broker.create_stream("/", "d", &[]).await.unwrap();
         let mut c = connect(&broker);
         c.session.declare_publisher(7, "p", "d").unwrap();
         for i in 0..5 {
             c.publish(7, i * 10..i * 10 + 10, 8).await;
         }
-        let stats = broker.stream_stats("d").unwrap();
+        let stats = broker.stream_stats("/", "d").unwrap();
         assert_eq!(stats.next_offset, 50, "{durability:?}");
     }
 }
@@ -190,14 +192,19 @@ async fn stream_arguments_are_validated_and_compared() {
         ("queue-leader-locator", "least-leaders"),
         ("x-ignored", "1"),
     ]);
-    broker.create_stream("s", &args).await.unwrap();
+    broker.create_stream("/", "s", &args).await.unwrap();
     assert_eq!(
-        broker.create_stream("s", &args).await.unwrap_err().code().0,
+        broker
+            .create_stream("/", "s", &args)
+            .await
+            .unwrap_err()
+            .code()
+            .0,
         0x05
     );
     assert_eq!(
         broker
-            .create_stream("s", &props(&[("max-length-bytes", "1000")]))
+            .create_stream("/", "s", &props(&[("max-length-bytes", "1000")]))
             .await
             .unwrap_err()
             .code()
@@ -206,7 +213,7 @@ async fn stream_arguments_are_validated_and_compared() {
     );
     assert_eq!(
         broker
-            .create_stream("bad", &props(&[("max-age", "forever")]))
+            .create_stream("/", "bad", &props(&[("max-age", "forever")]))
             .await
             .unwrap_err()
             .code()
@@ -215,7 +222,7 @@ async fn stream_arguments_are_validated_and_compared() {
     );
     assert_eq!(
         broker
-            .create_stream("amq.s", &[])
+            .create_stream("/", "amq.s", &[])
             .await
             .unwrap_err()
             .code()
@@ -223,7 +230,12 @@ async fn stream_arguments_are_validated_and_compared() {
         0x11
     );
     assert_eq!(
-        broker.create_stream("", &[]).await.unwrap_err().code().0,
+        broker
+            .create_stream("/", "", &[])
+            .await
+            .unwrap_err()
+            .code()
+            .0,
         0x11
     );
     // Arguments persist across a restart and still compare equal.
@@ -231,10 +243,18 @@ async fn stream_arguments_are_validated_and_compared() {
     drop(broker);
     let broker = Broker::open(BrokerConfig::new(dir.path())).unwrap();
     assert_eq!(
-        broker.create_stream("s", &args).await.unwrap_err().code().0,
+        broker
+            .create_stream("/", "s", &args)
+            .await
+            .unwrap_err()
+            .code()
+            .0,
         0x05
     );
-    assert_eq!(broker.stream_names(), vec!["s".to_string()]);
+    assert_eq!(
+        broker.streams(),
+        vec![brook_broker::StreamId::new("/", "s")]
+    );
     // A second broker on the same directory is refused.
     assert!(Broker::open(BrokerConfig::new(dir.path())).is_err());
 }
@@ -243,17 +263,17 @@ async fn stream_arguments_are_validated_and_compared() {
 async fn deleted_streams_are_gone_after_restart_and_names_can_be_reused() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::open(BrokerConfig::new(dir.path())).unwrap();
-    broker.create_stream("s", &[]).await.unwrap();
+    broker.create_stream("/", "s", &[]).await.unwrap();
     let mut c = connect(&broker);
     c.session.declare_publisher(0, "", "s").unwrap();
     c.publish(0, 0..3, 4).await;
-    broker.delete_stream("s").await.unwrap();
-    broker.create_stream("s", &[]).await.unwrap();
-    assert_eq!(broker.stream_stats("s").unwrap().next_offset, 0);
+    broker.delete_stream("/", "s").await.unwrap();
+    broker.create_stream("/", "s", &[]).await.unwrap();
+    assert_eq!(broker.stream_stats("/", "s").unwrap().next_offset, 0);
     broker.shutdown().await;
     drop((c, broker));
     let broker = Broker::open(BrokerConfig::new(dir.path())).unwrap();
-    assert_eq!(broker.stream_stats("s").unwrap().next_offset, 0);
+    assert_eq!(broker.stream_stats("/", "s").unwrap().next_offset, 0);
     assert_eq!(
         std::fs::read_dir(dir.path().join("streams"))
             .unwrap()
@@ -287,7 +307,7 @@ async fn an_unreadable_stream_is_reported_never_removed() {
     let disk = SimDisk::new(9);
     let broker = Broker::open(sim_config(&disk)).unwrap();
     for name in ["a", "b"] {
-        broker.create_stream(name, &[]).await.unwrap();
+        broker.create_stream("/", name, &[]).await.unwrap();
     }
     let mut c = connect(&broker);
     c.session.declare_publisher(1, "", "a").unwrap();
@@ -309,15 +329,15 @@ async fn an_unreadable_stream_is_reported_never_removed() {
     let unavailable = broker.unavailable_streams();
     assert_eq!(unavailable.len(), 1);
     assert_eq!(unavailable[0].name, "a");
-    assert_eq!(broker.stream_stats("a").unwrap_err().code().0, 0x06);
-    assert!(broker.stream_stats("b").is_ok());
+    assert_eq!(broker.stream_stats("/", "a").unwrap_err().code().0, 0x06);
+    assert!(broker.stream_stats("/", "b").is_ok());
     broker.shutdown().await;
     drop(broker);
 
     disk.clear_faults();
     assert_eq!(files(&disk, &a), before);
     let broker = Broker::open(sim_config(&disk)).unwrap();
-    assert_eq!(broker.stream_stats("a").unwrap().next_offset, 50);
+    assert_eq!(broker.stream_stats("/", "a").unwrap().next_offset, 50);
 }
 
 /// Confirmed and failed ids of the next `n` answers.
@@ -341,10 +361,10 @@ async fn answers(out_rx: &mut mpsc::UnboundedReceiver<Outgoing>, n: usize) -> (V
 async fn a_full_disk_fences_the_publisher_and_loses_nothing() {
     let disk = SimDisk::new(5);
     let broker = Broker::open(sim_config(&disk)).unwrap();
-    broker.create_stream("s", &[]).await.unwrap();
+    broker.create_stream("/", "s", &[]).await.unwrap();
     let (control, mut control_rx) = mpsc::unbounded_channel();
     let (out, mut out_rx) = mpsc::unbounded_channel();
-    let mut session = broker.session(control, out, Budget::new(CONNECTION_BUDGET_BYTES));
+    let mut session = broker.session("/", control, out, Budget::new(CONNECTION_BUDGET_BYTES));
     session.declare_publisher(1, "p", "s").unwrap();
     let mut confirmed = BTreeSet::new();
     let mut failed = BTreeSet::new();
@@ -397,6 +417,6 @@ async fn a_full_disk_fences_the_publisher_and_loses_nothing() {
 
     // Reopened: exactly the 30 confirmed messages (the simulation checks order and ids).
     let broker = Broker::open(sim_config(&disk)).unwrap();
-    let stats = broker.stream_stats("s").unwrap();
+    let stats = broker.stream_stats("/", "s").unwrap();
     assert_eq!(stats.next_offset, 30);
 }

@@ -4,23 +4,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A user that can log in with SASL PLAIN.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    pub name: String,
-    pub password: String,
-}
-
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Host clients are told to connect to (Open response, Metadata). Must resolve for them.
-    pub advertised_host: String,
+    /// `None`: the local address each client connected to, which is right behind a port
+    /// forward or in a container without any setting.
+    pub advertised_host: Option<String>,
     /// Port clients are told to connect to; the listener's port when `None`.
     pub advertised_port: Option<u16>,
-    pub users: Vec<User>,
-    /// Users allowed from loopback addresses only (RabbitMQ: `guest`).
-    pub loopback_users: Vec<String>,
     /// When set, SASL ANONYMOUS is offered and logs in as this user.
     pub anonymous_user: Option<String>,
     /// Proposed in Tune; the smaller of this and the client's value applies (0 = no limit).
@@ -41,8 +33,6 @@ pub struct ServerConfig {
     pub protocol_version: String,
     /// The TLS listener, if any.
     pub tls: Option<TlsConfig>,
-    /// The management HTTP API listener, if any.
-    pub http_listen: Option<SocketAddr>,
 }
 
 /// The TLS stream listener (RabbitMQ's `stream.listeners.ssl`).
@@ -64,31 +54,12 @@ pub struct TlsConfig {
     pub advertised_port: Option<u16>,
 }
 
-impl ServerConfig {
-    /// Whether `user` exists with this password.
-    pub(crate) fn password_ok(&self, user: &str, password: &str) -> bool {
-        self.users
-            .iter()
-            .any(|u| u.name == user && u.password == password)
-    }
-
-    /// Whether `user` may log in from `peer` (RabbitMQ's loopback_users).
-    pub(crate) fn may_connect_from(&self, user: &str, peer: std::net::IpAddr) -> bool {
-        peer.is_loopback() || !self.loopback_users.iter().any(|u| u == user)
-    }
-}
-
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 5552)),
-            advertised_host: "localhost".into(),
+            advertised_host: None,
             advertised_port: None,
-            users: vec![User {
-                name: "guest".into(),
-                password: "guest".into(),
-            }],
-            loopback_users: vec!["guest".into()],
             anonymous_user: None,
             frame_max: 1_048_576,
             heartbeat: 60,
@@ -98,7 +69,6 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(60),
             protocol_version: "4.2.0".into(),
             tls: None,
-            http_listen: None,
         }
     }
 }

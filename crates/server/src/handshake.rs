@@ -14,6 +14,8 @@ use brook_protocol::{
     SaslAuthenticateResponse, SaslHandshakeResponse, Tune,
 };
 
+use brook_auth::{AccessStore, Refused};
+
 use crate::config::ServerConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,14 +54,21 @@ pub(crate) struct Handshake {
     pub mechanism: Option<String>,
     pub vhost: String,
     peer: IpAddr,
+    pub advertised_host: String,
     advertised_port: u16,
     /// Common name of the verified TLS client certificate (SASL EXTERNAL).
     pub identity: Option<String>,
 }
 
 impl Handshake {
-    pub(crate) fn new(peer: IpAddr, advertised_port: u16, identity: Option<String>) -> Self {
+    pub(crate) fn new(
+        peer: IpAddr,
+        advertised_host: String,
+        advertised_port: u16,
+        identity: Option<String>,
+    ) -> Self {
         Self {
+            advertised_host,
             identity,
             stage: Stage::PeerProperties,
             client_properties: Vec::new(),
@@ -76,7 +85,12 @@ impl Handshake {
         self.stage == Stage::Open
     }
 
-    pub(crate) fn handle(&mut self, frame: Frame, config: &ServerConfig) -> Vec<Action> {
+    pub(crate) fn handle(
+        &mut self,
+        frame: Frame,
+        config: &ServerConfig,
+        access: &AccessStore,
+    ) -> Vec<Action> {
         match (self.stage, frame) {
             (_, Frame::Heartbeat(_)) => vec![],
             (Stage::PeerProperties, Frame::PeerProperties(p)) => {
@@ -109,7 +123,13 @@ impl Handshake {
                     })
                 };
                 let identity = self.identity.as_deref();
-                match authenticate(&a.mechanism, a.data.as_deref(), self.peer, identity, config) {
+                let login = Login {
+                    mechanism: &a.mechanism,
+                    data: a.data.as_deref(),
+                    peer: self.peer,
+                    identity,
+                };
+                match authenticate(&login, config, access) {
                     Ok(user) => {
                         self.user = Some(user);
                         self.mechanism = Some(a.mechanism.clone());
@@ -144,7 +164,8 @@ impl Handshake {
                 }]
             }
             (Stage::Tune, Frame::Open(o)) => {
-                if o.vhost != "/" {
+                let user = self.user.as_deref().unwrap_or_default();
+                if !access.vhost_access(user, &o.vhost) {
                     return vec![Action::FailAndClose(
                         Frame::OpenResponse(OpenResponse {
                             correlation_id: o.correlation_id,
@@ -162,7 +183,7 @@ impl Handshake {
                         code: ResponseCode::OK,
                         // Exactly these two: Go's decoder reads values only for these keys.
                         properties: Some(vec![
-                            ("advertised_host".into(), config.advertised_host.clone()),
+                            ("advertised_host".into(), self.advertised_host.clone()),
                             ("advertised_port".into(), self.advertised_port.to_string()),
                         ]),
                     })),
@@ -207,18 +228,26 @@ fn mechanisms(config: &ServerConfig, has_identity: bool) -> Vec<String> {
     m
 }
 
+/// A login attempt.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Login<'a> {
+    pub mechanism: &'a str,
+    pub data: Option<&'a [u8]>,
+    pub peer: IpAddr,
+    /// Common name of the verified TLS client certificate.
+    pub identity: Option<&'a str>,
+}
+
 /// Checks credentials; returns the user name or the response code to fail with.
 pub(crate) fn authenticate(
-    mechanism: &str,
-    data: Option<&[u8]>,
-    peer: IpAddr,
-    identity: Option<&str>,
+    login: &Login<'_>,
     config: &ServerConfig,
+    access: &AccessStore,
 ) -> Result<String, ResponseCode> {
-    let user = match mechanism {
+    let user = match login.mechanism {
         "PLAIN" => {
             // `\0 user \0 password`: an empty authzid, exactly two separators.
-            let data = data.unwrap_or_default();
+            let data = login.data.unwrap_or_default();
             let mut parts = data.split(|&b| b == 0);
             let (Some([]), Some(user), Some(pass), None) =
                 (parts.next(), parts.next(), parts.next(), parts.next())
@@ -229,10 +258,13 @@ pub(crate) fn authenticate(
             else {
                 return Err(ResponseCode::SASL_ERROR);
             };
-            if !config.password_ok(user, pass) {
-                return Err(ResponseCode::AUTHENTICATION_FAILURE);
-            }
-            user.to_owned()
+            return match access.authenticate(user, pass, login.peer) {
+                Ok(u) => Ok(u.name),
+                Err(Refused::BadCredentials) => Err(ResponseCode::AUTHENTICATION_FAILURE),
+                Err(Refused::NotLoopback) => {
+                    Err(ResponseCode::SASL_AUTHENTICATION_FAILURE_LOOPBACK)
+                }
+            };
         }
         "ANONYMOUS" => config
             .anonymous_user
@@ -241,15 +273,17 @@ pub(crate) fn authenticate(
         // The user named by the client certificate's CN, which must be a known user (as with
         // RabbitMQ's rabbitmq_auth_mechanism_ssl); no password is involved.
         "EXTERNAL" if config.tls.as_ref().is_some_and(|t| t.external_auth) => {
-            let user = identity.ok_or(ResponseCode::SASL_MECHANISM_NOT_SUPPORTED)?;
-            if !config.users.iter().any(|u| u.name == user) {
+            let user = login
+                .identity
+                .ok_or(ResponseCode::SASL_MECHANISM_NOT_SUPPORTED)?;
+            if access.user(user).is_none() {
                 return Err(ResponseCode::AUTHENTICATION_FAILURE);
             }
             user.to_owned()
         }
         _ => return Err(ResponseCode::SASL_MECHANISM_NOT_SUPPORTED),
     };
-    if !config.may_connect_from(&user, peer) {
+    if !access.may_connect_from(&user, login.peer) {
         return Err(ResponseCode::SASL_AUTHENTICATION_FAILURE_LOOPBACK);
     }
     Ok(user)
@@ -283,36 +317,50 @@ mod tests {
             .collect()
     }
 
-    fn to_auth(h: &mut Handshake, config: &ServerConfig) {
+    fn store() -> AccessStore {
+        let disk = brook_storage::sim::SimDisk::new(1);
+        let storage: brook_storage::SharedStorage = std::sync::Arc::new(disk);
+        storage.create_dir_all(std::path::Path::new("/d")).unwrap();
+        AccessStore::open(storage, std::path::Path::new("/d"), &Default::default()).unwrap()
+    }
+
+    fn to_auth(h: &mut Handshake, config: &ServerConfig, access: &AccessStore) {
         h.handle(
             Frame::PeerProperties(PeerProperties {
                 correlation_id: 1,
                 properties: vec![],
             }),
             config,
+            access,
         );
         h.handle(
             Frame::SaslHandshake(SaslHandshake { correlation_id: 2 }),
             config,
+            access,
         );
     }
 
     #[test]
     fn happy_path_with_open_before_tune() {
         let config = ServerConfig::default();
-        let mut h = Handshake::new(local(), 5552, None);
-        to_auth(&mut h, &config);
-        let a = h.handle(plain("guest", "guest"), &config);
+        let access = store();
+        let mut h = Handshake::new(local(), "localhost".into(), 5552, None);
+        to_auth(&mut h, &config, &access);
+        let a = h.handle(plain("guest", "guest"), &config, &access);
         let sent = sends(&a);
         assert!(matches!(sent[0], Frame::SaslAuthenticateResponse(r) if r.code.is_ok()));
         assert!(matches!(sent[1], Frame::Tune(t) if t.frame_max == 1_048_576 && t.heartbeat == 60));
-        assert_eq!(h.handle(Frame::Heartbeat(Heartbeat {}), &config), vec![]);
+        assert_eq!(
+            h.handle(Frame::Heartbeat(Heartbeat {}), &config, &access),
+            vec![]
+        );
         let a = h.handle(
             Frame::Open(Open {
                 correlation_id: 4,
                 vhost: "/".into(),
             }),
             &config,
+            &access,
         );
         assert_eq!(a.last(), Some(&Action::Opened));
         assert!(h.is_open());
@@ -321,15 +369,17 @@ mod tests {
     #[test]
     fn tune_negotiation() {
         let config = ServerConfig::default();
-        let mut h = Handshake::new(local(), 5552, None);
-        to_auth(&mut h, &config);
-        h.handle(plain("guest", "guest"), &config);
+        let access = store();
+        let mut h = Handshake::new(local(), "localhost".into(), 5552, None);
+        to_auth(&mut h, &config, &access);
+        h.handle(plain("guest", "guest"), &config, &access);
         let a = h.handle(
             Frame::TuneResponse(Tune {
                 frame_max: 0,
                 heartbeat: 5,
             }),
             &config,
+            &access,
         );
         assert_eq!(
             a,
@@ -343,16 +393,17 @@ mod tests {
     #[test]
     fn failures() {
         let config = ServerConfig::default();
-        let mut h = Handshake::new(local(), 5552, None);
-        to_auth(&mut h, &config);
-        let a = h.handle(plain("guest", "nope"), &config);
+        let access = store();
+        let mut h = Handshake::new(local(), "localhost".into(), 5552, None);
+        to_auth(&mut h, &config, &access);
+        let a = h.handle(plain("guest", "nope"), &config, &access);
         assert!(
             matches!(&a[0], Action::FailAndClose(Frame::SaslAuthenticateResponse(r), true)
             if r.code == ResponseCode::AUTHENTICATION_FAILURE)
         );
 
-        let mut h = Handshake::new(local(), 5552, None);
-        to_auth(&mut h, &config);
+        let mut h = Handshake::new(local(), "localhost".into(), 5552, None);
+        to_auth(&mut h, &config, &access);
         let a = h.handle(
             Frame::SaslAuthenticate(SaslAuthenticate {
                 correlation_id: 3,
@@ -360,6 +411,7 @@ mod tests {
                 data: None,
             }),
             &config,
+            &access,
         );
         assert!(
             matches!(&a[0], Action::FailAndClose(Frame::SaslAuthenticateResponse(r), false)
@@ -367,23 +419,34 @@ mod tests {
         );
 
         // guest from a remote address.
-        let mut h = Handshake::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 5552, None);
-        to_auth(&mut h, &config);
-        let a = h.handle(plain("guest", "guest"), &config);
+        let mut h = Handshake::new(
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            "localhost".into(),
+            5552,
+            None,
+        );
+        to_auth(&mut h, &config, &access);
+        let a = h.handle(plain("guest", "guest"), &config, &access);
         assert!(
             matches!(&a[0], Action::FailAndClose(Frame::SaslAuthenticateResponse(r), false)
             if r.code == ResponseCode::SASL_AUTHENTICATION_FAILURE_LOOPBACK)
         );
 
         // Malformed PLAIN data.
+        let login = Login {
+            mechanism: "PLAIN",
+            data: Some(b"guest\0guest"),
+            peer: local(),
+            identity: None,
+        };
         assert_eq!(
-            authenticate("PLAIN", Some(b"guest\0guest"), local(), None, &config),
+            authenticate(&login, &config, &access),
             Err(ResponseCode::SASL_ERROR)
         );
         // Out of order: SaslAuthenticate first.
-        let mut h = Handshake::new(local(), 5552, None);
+        let mut h = Handshake::new(local(), "localhost".into(), 5552, None);
         assert!(matches!(
-            h.handle(plain("guest", "guest"), &config)[0],
+            h.handle(plain("guest", "guest"), &config, &access)[0],
             Action::Drop(_)
         ));
     }

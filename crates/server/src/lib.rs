@@ -1,11 +1,10 @@
-//! brook's network edge: the stream protocol listeners (plain TCP and TLS), one task per
-//! connection driving the protocol state machine, and the management HTTP API. All stream
-//! semantics live in `brook-broker`; this crate only moves frames.
+//! brook's stream protocol edge: the listeners (plain TCP and TLS) and one task per connection
+//! driving the protocol state machine. All stream semantics live in `brook-broker`, who may do
+//! what in `brook-auth`; this crate only moves frames (the management API is `brook-management`).
 
 mod config;
 mod connection;
 mod handshake;
-mod http;
 mod registry;
 mod tls;
 
@@ -13,11 +12,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use brook_auth::AccessStore;
 use brook_broker::Broker;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-pub use config::{ServerConfig, TlsConfig, User};
+pub use config::{ServerConfig, TlsConfig};
 use connection::Context;
 pub use registry::{ConnectionInfo, Connections};
 pub use tls::TlsError;
@@ -54,7 +54,6 @@ impl std::fmt::Debug for Listener {
 pub struct Server {
     plain: Listener,
     tls: Option<Listener>,
-    http: Option<(TcpListener, Arc<http::HttpState>)>,
     connections: Arc<Connections>,
 }
 
@@ -67,11 +66,16 @@ async fn listen(addr: SocketAddr) -> Result<TcpListener, BindError> {
 impl Server {
     /// Binds every configured listener. Port 0 picks a free port; advertised ports default to
     /// the bound ones.
-    pub async fn bind(config: ServerConfig, broker: Broker) -> Result<Server, BindError> {
+    pub async fn bind(
+        config: ServerConfig,
+        broker: Broker,
+        access: Arc<AccessStore>,
+    ) -> Result<Server, BindError> {
         let connections = Arc::new(Connections::default());
         let context = |port: u16, tls: bool| {
             Arc::new(Context {
                 broker: broker.clone(),
+                access: access.clone(),
                 config: config.clone(),
                 advertised_port: port,
                 connections: connections.clone(),
@@ -98,20 +102,9 @@ impl Server {
                 })
             }
         };
-        let http = match config.http_listen {
-            None => None,
-            Some(addr) => Some((
-                listen(addr).await?,
-                Arc::new(http::HttpState {
-                    config: config.clone(),
-                    connections: connections.clone(),
-                }),
-            )),
-        };
         Ok(Server {
             plain,
             tls,
-            http,
             connections,
         })
     }
@@ -122,10 +115,6 @@ impl Server {
 
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls.as_ref().and_then(|l| l.tcp.local_addr().ok())
-    }
-
-    pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     pub fn connections(&self) -> Arc<Connections> {
@@ -140,20 +129,6 @@ impl Server {
         listeners.extend(self.tls);
         for listener in listeners {
             tasks.spawn(accept_loop(listener, stop_rx.clone()));
-        }
-        if let Some((tcp, state)) = self.http {
-            let mut stop = stop_rx.clone();
-            let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
-            tasks.spawn(async move {
-                let served = axum::serve(tcp, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.changed().await;
-                    })
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!("management API: {e}");
-                }
-            });
         }
         shutdown.await;
         let _ = stop_tx.send(true);

@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use brook_broker::Counters;
 use tokio::sync::oneshot;
 
-/// What the management API shows of a connection (a subset of RabbitMQ's fields, same names).
-#[derive(Debug, Clone, Serialize)]
+/// What the management API shows of a connection (RabbitMQ's fields, same names).
+#[derive(Debug, Clone)]
 pub struct ConnectionInfo {
     /// RabbitMQ's form: `client address:port -> server address:port`.
     pub name: String,
@@ -20,7 +20,15 @@ pub struct ConnectionInfo {
     pub peer_port: u16,
     pub ssl: bool,
     pub user: Option<String>,
+    /// The SASL mechanism, once chosen.
+    pub auth_mechanism: Option<String>,
     pub vhost: Option<String>,
+    /// Negotiated in Tune (0 until then).
+    pub frame_max: u32,
+    /// Negotiated heartbeat interval, seconds.
+    pub heartbeat: u32,
+    /// Its publishers and consumers, once the connection is open.
+    pub counters: Option<Arc<Counters>>,
     /// From the client's PeerProperties; always present, empty until they arrive.
     pub client_properties: BTreeMap<String, String>,
     /// Milliseconds since the Unix epoch.
@@ -84,7 +92,11 @@ impl Connections {
             peer_port: peer.port(),
             ssl,
             user: None,
+            auth_mechanism: None,
             vhost: None,
+            frame_max: 0,
+            heartbeat: 0,
+            counters: None,
             client_properties: BTreeMap::new(),
             connected_at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

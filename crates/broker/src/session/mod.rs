@@ -9,16 +9,16 @@ mod subscribe;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use brook_log::LogStats;
 use brook_protocol::ResponseCode;
 use tokio::sync::oneshot;
 
 use crate::budget::{Budget, Charge};
+use crate::counters::Counters;
 use crate::outgoing::{ControlSender, Outgoing, OutgoingSender};
 use crate::registry::Broker;
-use crate::stream::{Command, Stream};
+use crate::stream::{Command, Stream, StreamId};
 use crate::{Error, MAX_REFERENCE_LEN};
 
 pub use subscribe::Subscribed;
@@ -28,11 +28,15 @@ pub use subscribe::Subscribed;
 pub struct Session {
     broker: Broker,
     id: u64,
+    /// The connection's virtual host: every stream name is looked up in it.
+    vhost: String,
     control: ControlSender,
     outgoing: OutgoingSender,
     budget: Budget,
     publishers: HashMap<u8, publish::Publisher>,
     subscriptions: HashMap<u8, subscribe::Subscription>,
+    /// What its publishers and subscriptions did, for the management API and metrics.
+    counters: Arc<Counters>,
     /// Streams this connection used: it hears of their deletion.
     watched: HashSet<String>,
 }
@@ -41,6 +45,7 @@ impl Session {
     pub(crate) fn new(
         broker: Broker,
         id: u64,
+        vhost: String,
         control: ControlSender,
         outgoing: OutgoingSender,
         budget: Budget,
@@ -48,18 +53,20 @@ impl Session {
         Self {
             broker,
             id,
+            vhost,
             control,
             outgoing,
             budget,
             publishers: HashMap::new(),
             subscriptions: HashMap::new(),
+            counters: Arc::default(),
             watched: HashSet::new(),
         }
     }
 
     /// Looks a stream up and remembers that this connection uses it.
     fn stream(&mut self, name: &str) -> Result<Arc<Stream>, Error> {
-        let stream = self.broker.stream(name)?;
+        let stream = self.broker.stream(&StreamId::new(&self.vhost, name))?;
         if self.watched.insert(name.to_owned()) {
             stream.watch(self.id, &self.control);
         }
@@ -96,6 +103,23 @@ impl Session {
         self.stream(stream).map(|_| ())
     }
 
+    /// Whether this connection has a subscription on `stream` (StoreOffset on it needs no
+    /// permission check then, as in RabbitMQ).
+    pub fn is_subscribed_to(&self, stream: &str) -> bool {
+        self.subscriptions
+            .values()
+            .any(|s| s.stream.id.name == stream)
+    }
+
+    /// This connection's publisher and consumer counters (a live view).
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    pub fn vhost(&self) -> &str {
+        &self.vhost
+    }
+
     pub fn stream_stats(&mut self, stream: &str) -> Result<LogStats, Error> {
         Ok(self.stream(stream)?.reader.stats())
     }
@@ -107,7 +131,7 @@ impl Session {
         let gone: Vec<u8> = self
             .subscriptions
             .iter()
-            .filter(|(_, s)| s.stream.name == stream)
+            .filter(|(_, s)| s.stream.id.name == stream)
             .map(|(&id, _)| id)
             .collect();
         for id in gone {
@@ -136,7 +160,10 @@ impl Session {
             .entries()
             .take(take)
             .map(|e| (e.publishing_id, code))
-            .collect();
+            .collect::<Vec<_>>();
+        if let Some(p) = self.publishers.get(&publish.publisher_id) {
+            p.counters.errored(errors.len() as u64);
+        }
         let _ = self.outgoing.send(Outgoing::PublishError {
             publisher_id: publish.publisher_id,
             errors,
@@ -146,7 +173,7 @@ impl Session {
 }
 
 fn unavailable(stream: &Stream) -> Error {
-    Error::StreamNotAvailable(stream.name.clone(), "stream is being deleted".into())
+    Error::StreamNotAvailable(stream.id.name.clone(), "stream is being deleted".into())
 }
 
 /// A reference (publisher or consumer name) must fit the tracking format's one-byte length.
@@ -162,14 +189,14 @@ fn check_reference(reference: &str, what: &str) -> Result<(), Error> {
 impl Drop for Session {
     fn drop(&mut self) {
         for p in self.publishers.values() {
-            p.alive.store(false, Ordering::Release);
+            p.counters.kill();
         }
         let subscriptions: Vec<_> = self.subscriptions.drain().collect();
         for (id, sub) in subscriptions {
             self.stop(id, sub);
         }
         for name in &self.watched {
-            if let Ok(stream) = self.broker.stream(name) {
+            if let Ok(stream) = self.broker.stream(&StreamId::new(&self.vhost, name)) {
                 stream.unwatch(self.id);
             }
         }

@@ -1,7 +1,6 @@
 //! Publishers: declare, publish, query the last stored publishing id, delete.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use brook_protocol::chunk::Entry;
 use brook_protocol::{Publish, ResponseCode};
@@ -10,6 +9,7 @@ use tokio::sync::oneshot;
 use super::{Session, check_reference, unavailable};
 use crate::Error;
 use crate::budget::Charge;
+use crate::counters::PublisherCounters;
 use crate::outgoing::Outgoing;
 use crate::stream::{Command, ConfirmTarget, PublishCmd, Stream};
 
@@ -20,7 +20,8 @@ const MAX_SUB_ENTRY_BATCH_BYTES: u32 = 64 << 20;
 pub(super) struct Publisher {
     pub stream: Arc<Stream>,
     pub reference: Option<Arc<str>>,
-    pub alive: Arc<AtomicBool>,
+    /// Its counters; also its liveness for confirms still in flight.
+    pub counters: Arc<PublisherCounters>,
     /// The stream's publisher epoch at declaration (see `ControlEvent::PublishersFenced`).
     pub epoch: u64,
 }
@@ -40,22 +41,23 @@ impl Session {
             )));
         }
         if !reference.is_empty()
-            && self
-                .publishers
-                .values()
-                .any(|p| p.stream.name == stream.name && p.reference.as_deref() == Some(reference))
+            && self.publishers.values().any(|p| {
+                p.stream.id.name == stream.id.name && p.reference.as_deref() == Some(reference)
+            })
         {
             return Err(Error::PreconditionFailed(format!(
                 "publisher reference {reference:?} already declared on this connection"
             )));
         }
         let epoch = stream.state.publisher_epoch();
+        let counters = Arc::new(PublisherCounters::new(id, stream.id.clone(), reference));
+        self.counters.add_publisher(counters.clone());
         self.publishers.insert(
             id,
             Publisher {
                 stream,
                 reference: (!reference.is_empty()).then(|| Arc::from(reference)),
-                alive: Arc::new(AtomicBool::new(true)),
+                counters,
                 epoch,
             },
         );
@@ -67,17 +69,20 @@ impl Session {
             .publishers
             .remove(&id)
             .ok_or(Error::PublisherDoesNotExist(id))?;
-        publisher.alive.store(false, Ordering::Release);
+        publisher.counters.kill();
+        self.counters.remove_publisher(id);
         Ok(())
     }
 
     /// Drops the publishers on `stream` declared before `epoch`; returns how many.
     pub(super) fn drop_publishers(&mut self, stream: &str, epoch: u64) -> usize {
         let before = self.publishers.len();
-        self.publishers.retain(|_, p| {
-            let keep = p.stream.name != stream || p.epoch >= epoch;
+        let counters = &self.counters;
+        self.publishers.retain(|&id, p| {
+            let keep = p.stream.id.name != stream || p.epoch >= epoch;
             if !keep {
-                p.alive.store(false, Ordering::Release);
+                p.counters.kill();
+                counters.remove_publisher(id);
             }
             keep
         });
@@ -98,6 +103,9 @@ impl Session {
             );
             return;
         };
+        publisher
+            .counters
+            .published(u64::from(publish.entry_count()));
         let take = valid_prefix(&publish);
         if take < publish.entry_count() as usize {
             // RabbitMQ 4.3.5 validates sub-entry batches; an invalid one and everything after
@@ -107,7 +115,8 @@ impl Session {
                 .entries()
                 .skip(take)
                 .map(|e| (e.publishing_id, ResponseCode::PRECONDITION_FAILED))
-                .collect();
+                .collect::<Vec<_>>();
+            publisher.counters.errored(errors.len() as u64);
             if take == 0 {
                 let _ = self.outgoing.send(Outgoing::PublishError {
                     publisher_id: publish.publisher_id,
@@ -128,7 +137,7 @@ impl Session {
             target: ConfirmTarget {
                 outgoing: self.outgoing.clone(),
                 publisher_id: publish.publisher_id,
-                alive: publisher.alive.clone(),
+                publisher: publisher.counters.clone(),
             },
             epoch: publisher.epoch,
             publish,

@@ -1,6 +1,7 @@
 //! Subscriptions: subscribe, credit, unsubscribe, and single-active-consumer activation.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use brook_log::Seek;
 use brook_protocol::{OffsetSpec, property};
@@ -10,13 +11,15 @@ use tokio::task::JoinHandle;
 use super::{Session, check_reference};
 use crate::Error;
 use crate::bloom::Matcher;
+use crate::counters::ConsumerCounters;
 use crate::delivery::Delivery;
 use crate::stream::Stream;
 
 #[derive(Debug)]
 pub(super) struct Subscription {
     pub stream: Arc<Stream>,
-    credit: Arc<Semaphore>,
+    /// Its credit (a permit per chunk) and what it has consumed.
+    counters: Arc<ConsumerCounters>,
     task: Option<JoinHandle<()>>,
     /// Prepared by `subscribe`, started by `start` once the OK response is queued.
     pending: Option<Delivery>,
@@ -76,17 +79,25 @@ impl Session {
                 ));
             }
         };
-        let credit = Arc::new(Semaphore::new(usize::from(credit)));
+        let counters = Arc::new(ConsumerCounters::new(
+            id,
+            stream.id.clone(),
+            properties.to_vec(),
+            Arc::new(Semaphore::new(usize::from(credit))),
+            group.is_none(),
+        ));
         let filter = Matcher::from_properties(properties);
         let pending = match group {
             Some(_) => None,
-            None => Some(self.delivery(id, &stream, seek, &credit, &filter)?),
+            None => Some(self.delivery(&stream, seek, &counters, &filter)?),
         };
         if let Some(name) = &group {
-            let partition_index = property(properties, "super-stream")
-                .map_or(-1, |ss| self.broker.partition_index(ss, &stream.name));
+            let partition_index = property(properties, "super-stream").map_or(-1, |ss| {
+                self.broker
+                    .partition_index(&self.vhost, ss, &stream.id.name)
+            });
             self.broker.inner.sac.register(
-                &stream.name,
+                &stream.id,
                 name,
                 partition_index,
                 self.id,
@@ -94,11 +105,12 @@ impl Session {
                 &self.control,
             )?;
         }
+        self.counters.add_consumer(counters.clone());
         self.subscriptions.insert(
             id,
             Subscription {
                 stream,
-                credit,
+                counters,
                 task: None,
                 pending,
                 sac: group,
@@ -112,21 +124,19 @@ impl Session {
 
     fn delivery(
         &self,
-        id: u8,
         stream: &Arc<Stream>,
         seek: Seek,
-        credit: &Arc<Semaphore>,
+        counters: &Arc<ConsumerCounters>,
         filter: &Option<Matcher>,
     ) -> Result<Delivery, Error> {
         let cursor = stream
             .reader
             .cursor(seek)
-            .map_err(|e| Error::StreamNotAvailable(stream.name.clone(), e.to_string()))?;
+            .map_err(|e| Error::StreamNotAvailable(stream.id.name.clone(), e.to_string()))?;
         Ok(Delivery {
-            subscription_id: id,
             stream: stream.clone(),
             cursor,
-            credit: credit.clone(),
+            counters: counters.clone(),
             budget: self.budget.clone(),
             outgoing: self.outgoing.clone(),
             committed: stream.committed.clone(),
@@ -150,6 +160,7 @@ impl Session {
             return false;
         };
         sub.sac_active = active;
+        sub.counters.active.store(active, Ordering::Relaxed);
         if !active {
             sub.pending = None;
             if let Some(task) = sub.task.take() {
@@ -172,21 +183,22 @@ impl Session {
             self.broker
                 .inner
                 .sac
-                .stepped_down(&sub.stream.name, &name, self.id, id);
+                .stepped_down(&sub.stream.id, &name, self.id, id);
             return;
         }
         if sub.is_delivering() || !sub.sac_active {
             return;
         }
         let seek = seek_of(offset).unwrap_or(sub.seek);
-        let (stream, credit, filter) = (sub.stream.clone(), sub.credit.clone(), sub.filter.clone());
-        match self.delivery(id, &stream, seek, &credit, &filter) {
+        let (stream, counters, filter) =
+            (sub.stream.clone(), sub.counters.clone(), sub.filter.clone());
+        match self.delivery(&stream, seek, &counters, &filter) {
             Ok(delivery) => {
                 if let Some(sub) = self.subscriptions.get_mut(&id) {
                     sub.task = Some(tokio::spawn(delivery.run()));
                 }
             }
-            Err(e) => tracing::warn!(stream = %stream.name, "activating consumer {id}: {e}"),
+            Err(e) => tracing::warn!(stream = %stream.id.name, "activating consumer {id}: {e}"),
         }
     }
 
@@ -199,7 +211,7 @@ impl Session {
             .ok_or(Error::SubscriptionIdDoesNotExist(id))?;
         let credit = credit as i16;
         if credit > 0 {
-            sub.credit.add_permits(credit as usize);
+            sub.counters.credit.add_permits(credit as usize);
         }
         if sub.sac.is_some() && !sub.is_delivering() {
             return Err(Error::PreconditionFailed(
@@ -220,7 +232,8 @@ impl Session {
 
     /// Ends a subscription: stops its delivery and leaves its consumer group.
     pub(super) fn stop(&self, id: u8, sub: Subscription) {
-        sub.credit.close();
+        sub.counters.credit.close();
+        self.counters.remove_consumer(id);
         if let Some(task) = sub.task {
             task.abort();
         }
@@ -228,7 +241,7 @@ impl Session {
             self.broker
                 .inner
                 .sac
-                .unregister(&sub.stream.name, name, self.id, id);
+                .unregister(&sub.stream.id, name, self.id, id);
         }
     }
 }

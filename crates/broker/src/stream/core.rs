@@ -11,7 +11,6 @@
 //! them and confirmed without ever being stored.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use brook_log::UserChunk;
@@ -93,7 +92,7 @@ struct Confirms {
 
 fn add_to(groups: &mut Vec<ConfirmGroup>, target: &ConfirmTarget, id: u64) {
     match groups.last_mut() {
-        Some(g) if Arc::ptr_eq(&g.target.alive, &target.alive) => g.ids.push(id),
+        Some(g) if Arc::ptr_eq(&g.target.publisher, &target.publisher) => g.ids.push(id),
         _ => groups.push(ConfirmGroup {
             target: target.clone(),
             ids: vec![id],
@@ -395,7 +394,7 @@ impl Core {
         self.replies.extend(
             groups
                 .into_iter()
-                .filter(|g| g.target.alive.load(Ordering::Acquire))
+                .filter(|g| g.target.publisher.is_alive())
                 .map(Reply::Confirm),
         );
     }

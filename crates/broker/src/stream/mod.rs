@@ -21,7 +21,7 @@ pub(crate) mod writer;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use brook_log::LogReader;
@@ -30,16 +30,43 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::args::StreamArgs;
 use crate::budget::Charge;
+use crate::counters::PublisherCounters;
 use crate::outgoing::{ControlEvent, ControlSender, OutgoingSender};
+
+/// A stream's identity: its name within its virtual host.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId {
+    pub vhost: String,
+    pub name: String,
+}
+
+impl StreamId {
+    pub fn new(vhost: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            vhost: vhost.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.vhost == "/" {
+            write!(f, "{:?}", self.name)
+        } else {
+            write!(f, "{:?} in vhost {:?}", self.name, self.vhost)
+        }
+    }
+}
 
 /// Where confirms for one publisher go.
 #[derive(Debug, Clone)]
 pub(crate) struct ConfirmTarget {
     pub outgoing: OutgoingSender,
     pub publisher_id: u8,
-    /// Cleared when the publisher is deleted: confirms of its late writes are dropped, so a
-    /// re-declared publisher with the same id never sees them.
-    pub alive: Arc<AtomicBool>,
+    /// Its counters, and whether it still exists: confirms of writes that finish after it was
+    /// deleted are dropped, so a re-declared publisher with the same id never sees them.
+    pub publisher: Arc<PublisherCounters>,
 }
 
 /// A Publish frame for the writer.
@@ -127,7 +154,7 @@ impl StreamState {
 /// A stream as the rest of the broker sees it.
 #[derive(Debug)]
 pub(crate) struct Stream {
-    pub name: String,
+    pub id: StreamId,
     pub args: StreamArgs,
     pub dir: PathBuf,
     pub reader: LogReader,
@@ -151,7 +178,7 @@ impl Stream {
 
     pub(crate) fn send(&self, cmd: Command) -> Result<(), crate::Error> {
         self.commands.send(cmd).map_err(|_| {
-            crate::Error::StreamNotAvailable(self.name.clone(), "writer stopped".into())
+            crate::Error::StreamNotAvailable(self.id.name.clone(), "writer stopped".into())
         })
     }
 }

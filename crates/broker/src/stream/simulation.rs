@@ -16,7 +16,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use brook_log::{Log, LogConfig, Seek};
@@ -28,11 +27,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::core::{Core, CoreConfig, Reply};
 use super::writer::StreamWriter;
-use super::{Command, ConfirmTarget, PublishCmd};
+use super::{Command, ConfirmTarget, PublishCmd, StreamId};
 use crate::args::StreamArgs;
 use crate::budget::Charge;
 use crate::catalog::{self, Found, StreamMeta};
 use crate::config::Durability;
+use crate::counters::PublisherCounters;
 
 const PUBLISHERS: usize = 2;
 const CONSUMER: &str = "consumer";
@@ -110,7 +110,7 @@ struct Producer {
     /// Answered with an error: sent again later.
     failed: BTreeSet<u64>,
     confirmed: BTreeSet<u64>,
-    alive: Arc<AtomicBool>,
+    counters: Arc<PublisherCounters>,
 }
 
 impl Default for Producer {
@@ -122,7 +122,7 @@ impl Default for Producer {
             in_flight: BTreeSet::new(),
             failed: BTreeSet::new(),
             confirmed: BTreeSet::new(),
-            alive: Arc::new(AtomicBool::new(true)),
+            counters: Arc::new(PublisherCounters::new(0, StreamId::new("/", "sim"), "")),
         }
     }
 }
@@ -171,6 +171,7 @@ fn create(storage: &SharedStorage, plan: &Plan) -> Option<StreamWriter> {
     storage.sync_dir(Path::new("/")).ok()?;
     storage.sync_dir(Path::new("/data")).ok()?;
     let meta = StreamMeta {
+        vhost: "/".into(),
         name: "s".into(),
         arguments: StreamArgs::default(),
         created_at_ms: 1,
@@ -302,7 +303,7 @@ fn publish(
         target: ConfirmTarget {
             outgoing: outgoing.clone(),
             publisher_id: index as u8,
-            alive: p.alive.clone(),
+            publisher: p.counters.clone(),
         },
         epoch: p.epoch,
         charge: Charge::default(),

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::core::Reply;
 use super::writer::{Outcome, StreamWriter};
-use super::{Command, StreamState};
+use super::{Command, StreamId, StreamState};
 use crate::outgoing::Outgoing;
 
 /// Commands taken into one batch at most: bounds the work of one write.
@@ -39,7 +39,7 @@ const SLOW_MODE: Duration = Duration::from_secs(30);
 /// A writer task's connections to the rest of the broker.
 #[derive(Debug)]
 pub(crate) struct Links {
-    pub name: String,
+    pub id: StreamId,
     pub state: Arc<StreamState>,
     pub committed: watch::Sender<u64>,
     pub retention_check_interval: Duration,
@@ -131,7 +131,7 @@ impl Task {
         let next = self.work(batch, 1);
         let took = started.elapsed();
         if took > SLOW_BATCH {
-            tracing::warn!(stream = %self.links.name, ?took,
+            tracing::warn!(stream = %self.links.id, ?took,
                 "writing to the page cache stalled; writing off the async workers for {SLOW_MODE:?}");
             self.slow_until = Some(Instant::now() + SLOW_MODE);
         }
@@ -293,12 +293,13 @@ fn route(outcome: Outcome, links: &Links) {
                 let item = Outgoing::Confirm {
                     publisher_id: g.target.publisher_id,
                     ids: g.ids,
-                    alive: g.target.alive.clone(),
+                    publisher: g.target.publisher.clone(),
                     charge: g.charge,
                 };
                 (g.target, item)
             }
             Reply::Error(g, code) => {
+                g.target.publisher.errored(g.ids.len() as u64);
                 let item = Outgoing::PublishError {
                     publisher_id: g.target.publisher_id,
                     errors: g.ids.into_iter().map(|id| (id, code)).collect(),
@@ -310,9 +311,9 @@ fn route(outcome: Outcome, links: &Links) {
         let _ = target.outgoing.send(item);
     }
     if outcome.fence > links.state.publisher_epoch() {
-        tracing::warn!(stream = %links.name, epoch = outcome.fence,
+        tracing::warn!(stream = %links.id, epoch = outcome.fence,
             "publishers fenced after a failed write: clients must declare them again");
-        links.state.fence(&links.name, outcome.fence);
+        links.state.fence(&links.id.name, outcome.fence);
     }
 }
 

@@ -2,7 +2,8 @@
 
 use std::sync::atomic::Ordering;
 
-use brook_broker::{Charge, Outgoing, Session};
+use brook_auth::Perm;
+use brook_broker::{Charge, Error, Outgoing, Session, stream_name};
 use brook_protocol::{
     BrokerEndpoint, CommandVersion, CreditResponse, ExchangeCommandVersions,
     ExchangeCommandVersionsResponse, Frame, MetadataResponse, PartitionsResponse,
@@ -13,7 +14,7 @@ use brook_protocol::{
 use tokio::io::AsyncRead;
 
 use super::{ConnError, Connection, Flow};
-use crate::handshake::authenticate;
+use crate::handshake::{Login, authenticate};
 
 /// A plain response for a broker result.
 fn response(correlation_id: u32, r: Result<(), brook_broker::Error>) -> Response {
@@ -44,7 +45,13 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                 return Ok(Flow::Continue);
             }
             Frame::StoreOffset(c) => {
-                session.store_offset(&c.reference, &c.stream, c.offset, charge);
+                // Never answered: refused silently, as RabbitMQ does (no check on a stream this
+                // connection consumes from).
+                if session.is_subscribed_to(&c.stream) || self.allowed(Perm::Read, &c.stream) {
+                    session.store_offset(&c.reference, &c.stream, c.offset, charge);
+                } else {
+                    tracing::info!(peer = %self.peer, stream = %c.stream, "StoreOffset refused");
+                }
                 return Ok(Flow::Continue);
             }
             frame => {
@@ -68,6 +75,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         frame: Frame,
     ) -> Result<Result<Option<Frame>, Flow>, ConnError> {
         let broker = self.ctx.broker.clone();
+        let vhost = self.handshake.vhost.clone();
         let reply = match frame {
             Frame::Heartbeat(_) | Frame::CloseResponse(_) => None,
             Frame::Credit(c) => session.credit(c.subscription_id, c.credit).err().map(|e| {
@@ -78,16 +86,23 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             }),
             Frame::DeclarePublisher(c) => Some(Frame::DeclarePublisherResponse(response(
                 c.correlation_id,
-                session.declare_publisher(c.publisher_id, &c.reference, &c.stream),
+                self.check(Perm::Write, &c.stream).and_then(|()| {
+                    session.declare_publisher(c.publisher_id, &c.reference, &c.stream)
+                }),
             ))),
             Frame::DeletePublisher(c) => Some(Frame::DeletePublisherResponse(response(
                 c.correlation_id,
                 session.delete_publisher(c.publisher_id),
             ))),
             Frame::QueryPublisherSequence(c) => {
-                let r = session
-                    .query_publisher_sequence(&c.reference, &c.stream)
-                    .await;
+                let r = match self.check(Perm::Read, &c.stream) {
+                    Ok(()) => {
+                        session
+                            .query_publisher_sequence(&c.reference, &c.stream)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
                 Some(Frame::QueryPublisherSequenceResponse(
                     QueryPublisherSequenceResponse {
                         correlation_id: c.correlation_id,
@@ -105,31 +120,46 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                 session.unsubscribe(c.subscription_id),
             ))),
             Frame::QueryOffset(c) => {
-                let r = session.query_offset(&c.reference, &c.stream).await;
+                let r = match self.check(Perm::Read, &c.stream) {
+                    Ok(()) => session.query_offset(&c.reference, &c.stream).await,
+                    Err(e) => Err(e),
+                };
                 Some(Frame::QueryOffsetResponse(QueryOffsetResponse {
                     correlation_id: c.correlation_id,
                     code: code_of(&r),
                     offset: r.unwrap_or(0),
                 }))
             }
-            Frame::Create(c) => Some(Frame::CreateResponse(response(
-                c.correlation_id,
-                broker.create_stream(&c.stream, &c.arguments).await,
-            ))),
-            Frame::Delete(c) => Some(Frame::DeleteResponse(response(
-                c.correlation_id,
-                broker.delete_stream(&c.stream).await,
-            ))),
+            Frame::Create(c) => {
+                let name =
+                    stream_name(&c.stream).and_then(|n| self.check_owned(Perm::Configure, n));
+                let r = match name {
+                    Ok(name) => broker.create_stream(&vhost, &name, &c.arguments).await,
+                    Err(e) => Err(e),
+                };
+                Some(Frame::CreateResponse(response(c.correlation_id, r)))
+            }
+            Frame::Delete(c) => {
+                let r = match self.check(Perm::Configure, &c.stream) {
+                    Ok(()) => broker.delete_stream(&vhost, &c.stream).await,
+                    Err(e) => Err(e),
+                };
+                Some(Frame::DeleteResponse(response(c.correlation_id, r)))
+            }
             Frame::Metadata(c) => Some(Frame::MetadataResponse(self.metadata(
                 session,
                 c.correlation_id,
                 c.streams,
             ))),
-            Frame::StreamStats(c) => Some(Frame::StreamStatsResponse(stream_stats(
-                session,
-                c.correlation_id,
-                &c.stream,
-            ))),
+            Frame::StreamStats(c) => {
+                let r = self
+                    .check(Perm::Read, &c.stream)
+                    .and_then(|()| session.stream_stats(&c.stream));
+                Some(Frame::StreamStatsResponse(stream_stats(
+                    c.correlation_id,
+                    r,
+                )))
+            }
             Frame::ExchangeCommandVersions(c) => Some(self.exchange_command_versions(c)),
             Frame::SaslAuthenticate(a) => return self.reauthenticate(a).await.map(Err),
             Frame::Close(c) => {
@@ -148,18 +178,48 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                 }
                 None
             }
-            Frame::CreateSuperStream(c) => Some(Frame::CreateSuperStreamResponse(response(
-                c.correlation_id,
-                broker
-                    .create_super_stream(&c.name, &c.partitions, &c.binding_keys, &c.arguments)
-                    .await,
-            ))),
-            Frame::DeleteSuperStream(c) => Some(Frame::DeleteSuperStreamResponse(response(
-                c.correlation_id,
-                broker.delete_super_stream(&c.name).await,
-            ))),
+            Frame::CreateSuperStream(c) => {
+                let name =
+                    stream_name(&c.name).and_then(|n| self.check_super_stream(n, &c.partitions));
+                let r = match name {
+                    Ok(name) => {
+                        broker
+                            .create_super_stream(
+                                &vhost,
+                                &name,
+                                &c.partitions,
+                                &c.binding_keys,
+                                &c.arguments,
+                            )
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                Some(Frame::CreateSuperStreamResponse(response(
+                    c.correlation_id,
+                    r,
+                )))
+            }
+            Frame::DeleteSuperStream(c) => {
+                // Configure on the super stream first; then the partitions it really has.
+                let r = self
+                    .check(Perm::Configure, &c.name)
+                    .and_then(|()| broker.super_stream(&vhost, &c.name))
+                    .and_then(|ss| self.check_super_stream(c.name.clone(), &ss.partitions));
+                let r = match r {
+                    Ok(name) => broker.delete_super_stream(&vhost, &name).await,
+                    Err(e) => Err(e),
+                };
+                Some(Frame::DeleteSuperStreamResponse(response(
+                    c.correlation_id,
+                    r,
+                )))
+            }
             Frame::Route(c) => {
-                let r = broker.route(&c.super_stream, &c.routing_key);
+                let r = self
+                    .check(Perm::Write, &c.super_stream)
+                    .and_then(|()| broker.route(&vhost, &c.super_stream, &c.routing_key))
+                    .and_then(|streams| self.check_all(&[Perm::Write], streams));
                 Some(Frame::RouteResponse(RouteResponse {
                     correlation_id: c.correlation_id,
                     code: code_of(&r),
@@ -167,11 +227,15 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                 }))
             }
             Frame::Partitions(c) => {
-                let r = broker.super_stream(&c.super_stream);
+                let either = [Perm::Read, Perm::Write];
+                let r = self
+                    .check_any(&either, &c.super_stream)
+                    .and_then(|()| broker.super_stream(&vhost, &c.super_stream))
+                    .and_then(|ss| self.check_all(&either, ss.partitions));
                 Some(Frame::PartitionsResponse(PartitionsResponse {
                     correlation_id: c.correlation_id,
                     code: code_of(&r),
-                    streams: r.map(|ss| ss.partitions).unwrap_or_default(),
+                    streams: r.unwrap_or_default(),
                 }))
             }
             other => {
@@ -187,7 +251,10 @@ impl<R: AsyncRead + Unpin> Connection<R> {
 
     async fn subscribe(&mut self, session: &mut Session, c: Subscribe) -> Result<(), ConnError> {
         let props = c.properties.as_deref().unwrap_or_default();
-        match session.subscribe(c.subscription_id, &c.stream, c.offset, c.credit, props) {
+        let subscribed = self.check(Perm::Read, &c.stream).and_then(|()| {
+            session.subscribe(c.subscription_id, &c.stream, c.offset, c.credit, props)
+        });
+        match subscribed {
             Ok(subscribed) => {
                 // The response goes into the queue before any Deliver can.
                 self.send(Frame::SubscribeResponse(response(c.correlation_id, Ok(()))))
@@ -200,6 +267,58 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             }
         }
         Ok(())
+    }
+
+    /// Whether the connection's user has `perm` on `resource` in its vhost (the live
+    /// permissions: a change applies to the next command, as in RabbitMQ).
+    fn allowed(&self, perm: Perm, resource: &str) -> bool {
+        let user = self.handshake.user.as_deref().unwrap_or_default();
+        self.ctx
+            .access
+            .permitted(user, &self.handshake.vhost, perm, resource)
+    }
+
+    fn check(&self, perm: Perm, resource: &str) -> Result<(), Error> {
+        if self.allowed(perm, resource) {
+            Ok(())
+        } else {
+            Err(Error::AccessRefused(resource.to_owned()))
+        }
+    }
+
+    fn check_owned(&self, perm: Perm, resource: String) -> Result<String, Error> {
+        self.check(perm, &resource).map(|()| resource)
+    }
+
+    /// Any of `perms` on `resource`.
+    fn check_any(&self, perms: &[Perm], resource: &str) -> Result<(), Error> {
+        if perms.iter().any(|&p| self.allowed(p, resource)) {
+            Ok(())
+        } else {
+            Err(Error::AccessRefused(resource.to_owned()))
+        }
+    }
+
+    /// Any of `perms` on every one of `resources`.
+    fn check_all(&self, perms: &[Perm], resources: Vec<String>) -> Result<Vec<String>, Error> {
+        for r in &resources {
+            self.check_any(perms, r)?;
+        }
+        Ok(resources)
+    }
+
+    /// RabbitMQ's super stream management check: configure on the super stream (an exchange)
+    /// and on every partition, read on the super stream, write on every partition.
+    fn check_super_stream(&self, name: String, partitions: &[String]) -> Result<String, Error> {
+        self.check(Perm::Configure, &name)?;
+        for p in partitions {
+            self.check(Perm::Configure, p)?;
+        }
+        self.check(Perm::Read, &name)?;
+        for p in partitions {
+            self.check(Perm::Write, p)?;
+        }
+        Ok(name)
     }
 
     fn exchange_command_versions(&self, c: ExchangeCommandVersions) -> Frame {
@@ -218,13 +337,13 @@ impl<R: AsyncRead + Unpin> Connection<R> {
 
     /// Re-authentication after Open (token refresh, RabbitMQ 3.13+).
     async fn reauthenticate(&mut self, a: SaslAuthenticate) -> Result<Flow, ConnError> {
-        let result = authenticate(
-            &a.mechanism,
-            a.data.as_deref(),
-            self.peer.ip(),
-            self.handshake.identity.as_deref(),
-            &self.ctx.config,
-        );
+        let login = Login {
+            mechanism: &a.mechanism,
+            data: a.data.as_deref(),
+            peer: self.peer.ip(),
+            identity: self.handshake.identity.as_deref(),
+        };
+        let result = authenticate(&login, &self.ctx.config, &self.ctx.access);
         let code = match result {
             _ if Some(&a.mechanism) != self.handshake.mechanism.as_ref() => {
                 ResponseCode::SASL_CANNOT_CHANGE_MECHANISM
@@ -260,7 +379,13 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             if streams.iter().any(|s| s.stream == name) {
                 continue;
             }
-            let (code, leader) = match session.metadata(&name) {
+            let allowed = self.allowed(Perm::Read, &name) || self.allowed(Perm::Write, &name);
+            let found = if allowed {
+                session.metadata(&name)
+            } else {
+                Err(Error::AccessRefused(name.clone()))
+            };
+            let (code, leader) = match found {
                 Ok(()) => {
                     any = true;
                     (ResponseCode::OK, 0)
@@ -278,7 +403,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         let brokers = if any {
             vec![BrokerEndpoint {
                 reference: 0,
-                host: self.ctx.config.advertised_host.clone(),
+                host: self.handshake.advertised_host.clone(),
                 port: u32::from(self.ctx.advertised_port),
             }]
         } else {
@@ -292,13 +417,12 @@ impl<R: AsyncRead + Unpin> Connection<R> {
     }
 }
 
-fn stream_stats(session: &mut Session, correlation_id: u32, stream: &str) -> StreamStatsResponse {
-    let r = session.stream_stats(stream);
+fn stream_stats(correlation_id: u32, r: Result<brook_log::LogStats, Error>) -> StreamStatsResponse {
     let id = |v: Option<u64>| v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+    // osiris's get_stats as RabbitMQ 3.12–4.2 pass it through: every key always present,
+    // -1 for "none yet" (the Go and .NET clients report -1 as "not found"; a missing key
+    // would read as 0). `committed_offset` arrived with RabbitMQ 4.3.
     let stats = match &r {
-        // osiris's get_stats as RabbitMQ 3.12–4.2 pass it through: every key always present,
-        // -1 for "none yet" (the Go and .NET clients report -1 as "not found"; a missing key
-        // would read as 0). `committed_offset` arrived with RabbitMQ 4.3.
         Ok(s) => vec![
             ("committed_chunk_id".into(), id(s.committed_chunk_id)),
             ("first_chunk_id".into(), id(s.first_chunk_id)),

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use brook_auth::AccessStore;
 use brook_broker::{
     Broker, Budget, CONNECTION_BUDGET_BYTES, Charge, ControlEvent, Outgoing, Session,
 };
@@ -45,6 +46,7 @@ const STALL_TIMEOUT_WITHOUT_HEARTBEATS: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub(crate) struct Context {
     pub broker: Broker,
+    pub access: Arc<AccessStore>,
     pub config: ServerConfig,
     pub advertised_port: u16,
     pub connections: Arc<Connections>,
@@ -93,8 +95,13 @@ pub(crate) async fn serve<R, W>(
     let writer = tokio::spawn(writer::write_loop(wr, out_rx, shared.clone()));
     let (control, control_rx) = mpsc::unbounded_channel();
     let (registration, killed) = ctx.connections.register(peer, local, ctx.tls);
+    let advertised_host = ctx
+        .config
+        .advertised_host
+        .clone()
+        .unwrap_or_else(|| host_of(local));
     let mut conn = Connection {
-        handshake: Handshake::new(peer.ip(), ctx.advertised_port, identity),
+        handshake: Handshake::new(peer.ip(), advertised_host, ctx.advertised_port, identity),
         registration,
         reader: FrameReader::new(rd),
         out,
@@ -286,14 +293,18 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                 }
             };
             let frame = Frame::decode(bytes).map_err(ConnError::BadFrame)?;
-            let actions = self.handshake.handle(frame, &self.ctx.config);
+            let actions = self
+                .handshake
+                .handle(frame, &self.ctx.config, &self.ctx.access);
             // The management API lists half-open connections too, with what is known so far.
-            let (user, properties) = (
+            let (user, mechanism, properties) = (
                 self.handshake.user.clone(),
+                self.handshake.mechanism.clone(),
                 self.handshake.client_properties.iter().cloned().collect(),
             );
             self.registration.update(|info| {
                 info.user = user;
+                info.auth_mechanism = mechanism;
                 info.client_properties = properties;
             });
             for action in actions {
@@ -326,17 +337,25 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                 self.shared
                     .heartbeat_secs
                     .store(heartbeat, Ordering::Relaxed);
+                self.registration.update(|info| {
+                    info.frame_max = frame_max;
+                    info.heartbeat = heartbeat;
+                });
             }
             Action::Opened => {
-                let vhost = self.handshake.vhost.clone();
-                self.registration.update(|info| info.vhost = Some(vhost));
                 tracing::debug!(peer = %self.peer, user = ?self.handshake.user,
                     properties = ?self.handshake.client_properties, "connection open");
                 let session = self.ctx.broker.session(
+                    &self.handshake.vhost,
                     self.control.clone(),
                     self.out.clone(),
                     self.budget.clone(),
                 );
+                let (vhost, counters) = (self.handshake.vhost.clone(), session.counters());
+                self.registration.update(|info| {
+                    info.vhost = Some(vhost);
+                    info.counters = Some(counters);
+                });
                 return Ok(Some(session));
             }
         }
@@ -425,6 +444,17 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             .await?;
         }
         Ok(Flow::Continue)
+    }
+}
+
+/// The address a client reached us at, as a host to advertise (an IPv4 address reached
+/// through an IPv6 socket is shown as IPv4).
+fn host_of(local: SocketAddr) -> String {
+    match local.ip() {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or_else(|| v6.to_string(), |v4| v4.to_string()),
+        ip => ip.to_string(),
     }
 }
 

@@ -111,13 +111,14 @@ impl Batch {
             Outgoing::Confirm {
                 publisher_id,
                 ids,
-                alive,
+                publisher,
                 charge,
             } => {
                 self.charges.push(charge);
                 // A publisher deleted meanwhile: its confirms must not reach a new publisher
                 // declared with the same id.
-                if alive.load(Ordering::Acquire) {
+                if publisher.is_alive() {
+                    publisher.confirmed(ids.len() as u64);
                     Frame::PublishConfirm(PublishConfirm {
                         publisher_id,
                         publishing_ids: ids,

@@ -1,6 +1,5 @@
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use brook_log::UserChunk;
@@ -9,6 +8,8 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::budget::Budget;
+use crate::counters::PublisherCounters;
+use crate::stream::StreamId;
 
 /// A log that records what it is given and fails when told to.
 #[derive(Default)]
@@ -62,7 +63,7 @@ fn target() -> ConfirmTarget {
     ConfirmTarget {
         outgoing: mpsc::unbounded_channel().0,
         publisher_id: 1,
-        alive: Arc::new(AtomicBool::new(true)),
+        publisher: Arc::new(PublisherCounters::new(1, StreamId::new("/", "t"), "")),
     }
 }
 
