@@ -29,6 +29,13 @@ impl Brook {
         Self::spawn(Command::new(env!("CARGO_BIN_EXE_brook")), data_dir, args)
     }
 
+    /// As `start`, with environment variables set.
+    pub fn start_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Brook {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_brook"));
+        cmd.envs(env.iter().copied());
+        Self::spawn(cmd, data_dir, args)
+    }
+
     /// Starts brook with its soft open-files limit lowered to `soft` first (as a shell's
     /// `ulimit -Sn` would leave it).
     pub fn start_with_nofile(data_dir: &Path, soft: u64, args: &[&str]) -> Brook {
@@ -102,6 +109,16 @@ impl Brook {
     pub fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// The management API's address, from its log line.
+    pub fn http_addr(&self) -> SocketAddr {
+        let log = self.log.lock().unwrap();
+        let line = log
+            .iter()
+            .find_map(|l| l.split("management API addr=").nth(1))
+            .expect("no management API line");
+        line.split_whitespace().next().unwrap().parse().unwrap()
     }
 
     pub fn logged(&self, needle: &str) -> bool {

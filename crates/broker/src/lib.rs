@@ -33,6 +33,7 @@ mod counters;
 mod delivery;
 mod error;
 mod info;
+mod offsets;
 mod outgoing;
 mod registry;
 mod sac;
@@ -51,7 +52,7 @@ pub use info::{StreamInfo, StreamStatus, UnavailableStream};
 pub use outgoing::{ControlEvent, ControlSender, Outgoing, OutgoingSender};
 pub use registry::{Broker, stream_name};
 pub use session::{Session, Subscribed};
-pub use stream::StreamId;
+pub use stream::{StreamId, Tracked};
 pub use super_streams::SuperStream;
 pub use verify::{DataDirReport, StreamReport, verify_data_dir};
 

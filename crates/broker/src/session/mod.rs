@@ -22,6 +22,7 @@ use crate::stream::{Command, Stream, StreamId};
 use crate::{Error, MAX_REFERENCE_LEN};
 
 pub use subscribe::Subscribed;
+pub(crate) use subscribe::seek_of;
 
 /// The broker side of one connection.
 #[derive(Debug)]

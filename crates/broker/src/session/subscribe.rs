@@ -246,7 +246,7 @@ impl Session {
     }
 }
 
-fn seek_of(offset: OffsetSpec) -> Option<Seek> {
+pub(crate) fn seek_of(offset: OffsetSpec) -> Option<Seek> {
     Some(match offset {
         OffsetSpec::First => Seek::First,
         OffsetSpec::Last => Seek::Last,

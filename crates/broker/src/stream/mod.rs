@@ -59,6 +59,15 @@ impl std::fmt::Display for StreamId {
     }
 }
 
+/// A stream's tracking data: what `rabbitmq-streams list_stream_tracking` shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tracked {
+    /// Consumer references and their stored offsets, sorted by reference.
+    pub offsets: Vec<(String, u64)>,
+    /// Publisher references and their last publishing ids, sorted by reference.
+    pub writers: Vec<(String, u64)>,
+}
+
 /// Where confirms for one publisher go.
 #[derive(Debug, Clone)]
 pub(crate) struct ConfirmTarget {
@@ -100,6 +109,10 @@ pub(crate) enum Command {
     QuerySequence {
         reference: String,
         reply: oneshot::Sender<u64>,
+    },
+    /// Every stored consumer offset and publisher sequence (after this batch is written).
+    Tracking {
+        reply: oneshot::Sender<Tracked>,
     },
     /// Flush, sync, and stop.
     Shutdown {

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use brook_log::{Log, LogError, UserChunk};
 
-use super::Command;
 use super::core::{AppendFailure, ChunkSink, Core, Reply, Step};
+use super::{Command, Tracked};
 
 /// The log as the core's sink.
 struct Sink<'a>(&'a mut Log);
@@ -64,6 +64,7 @@ impl StreamWriter {
     /// Handles a batch: everything queued while the previous one was written. Shutdown and
     /// Delete are the task's; they are ignored here.
     pub(crate) fn handle(&mut self, commands: Vec<Command>, now: Instant) -> Outcome {
+        let mut tracking_replies = Vec::new();
         for cmd in commands {
             match cmd {
                 Command::Publish(p) => self.core.publish(p, &mut Sink(&mut self.log)),
@@ -79,12 +80,38 @@ impl StreamWriter {
                     let seq = self.core.sequence(&reference, &Sink(&mut self.log));
                     let _ = reply.send(seq.unwrap_or(0));
                 }
+                Command::Tracking { reply } => tracking_replies.push(reply),
                 Command::Shutdown { .. } | Command::Delete { .. } => {}
             }
         }
         let step = self.core.end_batch(&mut Sink(&mut self.log), now);
         let step = self.flush_tracking(now).unwrap_or(step);
-        self.advance(step, now)
+        let outcome = self.advance(step, now);
+        if !tracking_replies.is_empty() {
+            let tracked = self.tracked();
+            for reply in tracking_replies {
+                let _ = reply.send(tracked.clone());
+            }
+        }
+        outcome
+    }
+
+    fn tracked(&self) -> Tracked {
+        let tracking = self.log.tracking();
+        let sorted = |items: Vec<(String, u64)>| {
+            let mut items = items;
+            items.sort();
+            items
+        };
+        Tracked {
+            offsets: sorted(tracking.offsets().map(|(r, o)| (r.to_owned(), o)).collect()),
+            writers: sorted(
+                tracking
+                    .sequences()
+                    .map(|(r, s)| (r.to_owned(), s))
+                    .collect(),
+            ),
+        }
     }
 
     /// Stored offsets that no user chunk carried go into a tracking chunk of their own.

@@ -47,6 +47,11 @@ pub(super) fn routes() -> Router<Arc<Api>> {
         )
         .guarded("/api/stream/consumers", get(consumers_all))
         .guarded("/api/stream/consumers/{vhost}", get(consumers_vhost))
+        // Not in RabbitMQ (which lists consumers per vhost only): the publishers' form.
+        .guarded(
+            "/api/stream/consumers/{vhost}/{stream}",
+            get(consumers_stream),
+        )
 }
 
 /// Open connections the caller may see.
@@ -409,6 +414,20 @@ async fn consumers_vhost(
 ) -> ApiResult<Response> {
     let scope = Scope {
         vhost: Some(&vhost),
+        ..Scope::default()
+    };
+    consumer_list(&api.0, &caller.0, scope, &q)
+}
+
+async fn consumers_stream(
+    api: Ctx,
+    caller: Who,
+    Path((vhost, stream)): Path<(String, String)>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Response> {
+    let scope = Scope {
+        vhost: Some(&vhost),
+        stream: Some(&stream),
         ..Scope::default()
     };
     consumer_list(&api.0, &caller.0, scope, &q)

@@ -6,6 +6,7 @@ mod connections;
 mod exchanges;
 mod overview;
 mod queues;
+mod tracking;
 
 pub(crate) use access::{UserBody, user_from};
 
@@ -30,6 +31,7 @@ pub(crate) fn router(api: Arc<Api>) -> Router {
         .merge(queues::routes())
         .merge(exchanges::routes())
         .merge(connections::routes())
+        .merge(tracking::routes())
         .guarded(
             "/api/definitions",
             get(crate::definitions::export).post(crate::definitions::import),

@@ -1,0 +1,249 @@
+//! `brook ctl`: the `rabbitmqctl` and `rabbitmq-streams` commands operators script against,
+//! with RabbitMQ's names, arguments and default columns, run against brook's management API
+//! over HTTP (RabbitMQ's CLIs use Erlang distribution instead).
+//!
+//! * `client.rs` — HTTP requests and RabbitMQ's error bodies.
+//! * `streams.rs` — connections, publishers, consumers, groups, tracking, super streams.
+//! * `admin.rs` — users, vhosts, permissions, definitions, closing connections.
+//! * `table.rs` — tables for people, JSON for scripts.
+
+mod admin;
+mod client;
+mod streams;
+mod table;
+
+use std::io::Write;
+
+use clap::{Args, Subcommand};
+
+use client::Client;
+pub use table::Format;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error("cannot reach brook's management API at {0}: {1}")]
+    Unreachable(String, String),
+    #[error("{path}: {reason} (HTTP {status})")]
+    Api {
+        status: u16,
+        path: String,
+        reason: String,
+    },
+    /// A refusal worded as RabbitMQ's CLI words it, with its exit code.
+    #[error("{message}")]
+    Refused { message: String, exit_code: u8 },
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl CtlError {
+    /// RabbitMQ's CLI exit codes: 64 usage, 67 no such user, 69 unavailable, 70 software.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CtlError::Usage(_) => 64,
+            CtlError::Refused { exit_code, .. } => *exit_code,
+            CtlError::Unreachable(..) => 69,
+            CtlError::Api { .. } | CtlError::Io(_) => 70,
+        }
+    }
+}
+
+/// Where and how to reach brook, and how to print.
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// Base URL of brook's management API.
+    #[arg(
+        long,
+        env = "BROOK_URL",
+        default_value = "http://localhost:15672",
+        global = true
+    )]
+    pub url: String,
+    /// User (with a management tag) to act as.
+    // The field names differ from the commands' arguments (`add_user <username> <password>`,
+    // `add_vhost <vhost>`): clap would otherwise take them for the same argument.
+    #[arg(
+        long = "username",
+        short = 'u',
+        env = "BROOK_USERNAME",
+        default_value = "guest",
+        global = true
+    )]
+    pub api_username: String,
+    /// Its password.
+    #[arg(
+        long = "password",
+        env = "BROOK_PASSWORD",
+        default_value = "guest",
+        hide_env_values = true,
+        global = true
+    )]
+    pub api_password: String,
+    /// Virtual host of the command (rabbitmqctl's `-p`).
+    #[arg(long = "vhost", short = 'p', default_value = "/", global = true)]
+    pub in_vhost: String,
+    /// Output: an aligned table, or JSON for scripts.
+    #[arg(long, value_enum, default_value = "table", global = true)]
+    pub format: Format,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+#[command(rename_all = "snake_case")]
+pub enum Command {
+    /// Stream connections. Columns: conn_name, node, user, vhost, host, port, peer_host,
+    /// peer_port, auth_mechanism, frame_max, heartbeat, connected_at, client_properties, ...
+    ListStreamConnections {
+        columns: Vec<String>,
+    },
+    /// Stream consumers of the vhost.
+    ListStreamConsumers {
+        columns: Vec<String>,
+    },
+    /// Stream publishers of the vhost.
+    ListStreamPublishers {
+        columns: Vec<String>,
+    },
+    /// The consumers of one single-active-consumer group.
+    ListStreamGroupConsumers {
+        #[arg(long)]
+        stream: String,
+        #[arg(long)]
+        reference: String,
+        columns: Vec<String>,
+    },
+    /// Stored consumer offsets (`offset`) and publisher sequences (`writer`) of a stream.
+    ListStreamTracking {
+        stream: String,
+        #[arg(long, conflicts_with_all = ["offset", "writer"])]
+        all: bool,
+        #[arg(long, conflicts_with = "writer")]
+        offset: bool,
+        #[arg(long)]
+        writer: bool,
+    },
+    /// Creates a super stream: its partition streams and their bindings.
+    AddSuperStream(streams::SuperStreamArgs),
+    /// Deletes a super stream and its partition streams.
+    DeleteSuperStream {
+        name: String,
+    },
+    /// Moves a consumer's stored offset (RabbitMQ 4.2 resets to the start; brook can also go
+    /// to `last`, `next`, `offset:<n>` or `timestamp:<ms>`).
+    ResetOffset {
+        #[arg(long)]
+        stream: String,
+        #[arg(long)]
+        reference: String,
+        #[arg(long, default_value = "first")]
+        to: String,
+    },
+    /// Adds a user (no tags, no permissions). The password is read from stdin if omitted.
+    AddUser {
+        username: String,
+        password: Option<String>,
+        /// The password argument is a RabbitMQ password hash (base64 of salt and SHA-256).
+        #[arg(long)]
+        pre_hashed_password: bool,
+    },
+    DeleteUser {
+        username: String,
+    },
+    ChangePassword {
+        username: String,
+        password: Option<String>,
+    },
+    /// Replaces a user's tags (administrator, monitoring, policymaker, management).
+    SetUserTags {
+        username: String,
+        tags: Vec<String>,
+    },
+    ListUsers,
+    SetPermissions {
+        username: String,
+        configure: String,
+        write: String,
+        read: String,
+    },
+    ClearPermissions {
+        username: String,
+    },
+    ListPermissions,
+    AddVhost {
+        vhost: String,
+        #[arg(long, short = 'd')]
+        description: Option<String>,
+        #[arg(long)]
+        tags: Option<String>,
+        #[arg(long)]
+        default_queue_type: Option<String>,
+    },
+    DeleteVhost {
+        vhost: String,
+    },
+    ListVhosts {
+        columns: Vec<String>,
+    },
+    /// Writes all definitions to a file, or to stdout with `-`.
+    ExportDefinitions {
+        file: String,
+    },
+    /// Imports definitions from a file, or from stdin without one.
+    ImportDefinitions {
+        file: Option<String>,
+    },
+    /// Closes a connection by name (as `list_stream_connections conn_name` shows it).
+    CloseConnection {
+        name: String,
+        explanation: Option<String>,
+    },
+}
+
+/// Runs one command, printing to `out` (progress lines go to stderr, as tables and JSON are
+/// for pipes).
+pub fn run(args: CtlArgs, out: &mut dyn Write) -> Result<(), CtlError> {
+    let client = Client::new(&args.url, &args.api_username, &args.api_password);
+    let ctx = Ctx {
+        client: &client,
+        vhost: &args.in_vhost,
+        format: args.format,
+    };
+    match args.command {
+        Command::ListStreamConnections { columns } => streams::connections(&ctx, columns, out),
+        Command::ListStreamConsumers { columns } => streams::consumers(&ctx, columns, out),
+        Command::ListStreamPublishers { columns } => streams::publishers(&ctx, columns, out),
+        Command::ListStreamGroupConsumers {
+            stream,
+            reference,
+            columns,
+        } => streams::group_consumers(&ctx, &stream, &reference, columns, out),
+        Command::ListStreamTracking {
+            stream,
+            offset,
+            writer,
+            ..
+        } => streams::tracking(&ctx, &stream, offset, writer, out),
+        Command::AddSuperStream(a) => streams::add_super_stream(&ctx, &a, out),
+        Command::DeleteSuperStream { name } => streams::delete_super_stream(&ctx, &name, out),
+        Command::ResetOffset {
+            stream,
+            reference,
+            to,
+        } => streams::reset_offset(&ctx, &stream, &reference, &to, out),
+        other => admin::run(&ctx, other, out),
+    }
+}
+
+pub(crate) struct Ctx<'a> {
+    pub client: &'a Client,
+    pub vhost: &'a str,
+    pub format: Format,
+}
+
+/// A progress line, as RabbitMQ's CLIs print before acting.
+pub(crate) fn banner(text: &str) {
+    eprintln!("{text}");
+}

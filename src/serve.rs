@@ -1,0 +1,289 @@
+//! `brook serve`: its settings (flags, environment, config file) and running the broker with
+//! its listeners and the management API until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use brook_auth::{AccessStore, Bootstrap};
+use brook_broker::{Broker, BrokerConfig, Durability};
+use brook_management::{Api, ListenerInfo, Management};
+use brook_server::{Server, ServerConfig, TlsConfig};
+use clap::Args;
+
+use crate::limits;
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// A TOML file of settings named as these flags (`data-dir = "/var/lib/brook"`). Flags and
+    /// environment variables take precedence over it.
+    #[arg(long, env = "BROOK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address of the stream protocol listener.
+    #[arg(long, env = "BROOK_LISTEN", default_value = "0.0.0.0:5552")]
+    pub(crate) listen: SocketAddr,
+    /// Host clients are told to connect to (Open response, Metadata); must resolve for them
+    /// [default: the address each client connected to].
+    #[arg(long, env = "BROOK_ADVERTISED_HOST")]
+    pub(crate) advertised_host: Option<String>,
+    /// Port clients are told to connect to [default: the listener's port].
+    #[arg(long, env = "BROOK_ADVERTISED_PORT")]
+    pub(crate) advertised_port: Option<u16>,
+    /// Where streams are stored.
+    #[arg(long, env = "BROOK_DATA_DIR", default_value = "./data")]
+    pub(crate) data_dir: PathBuf,
+    /// The user created in a fresh data directory (an administrator with full permissions on
+    /// the default vhost), as RabbitMQ's default user.
+    #[arg(long, env = "BROOK_DEFAULT_USER", default_value = "guest")]
+    pub(crate) default_user: String,
+    /// Its password.
+    #[arg(
+        long,
+        env = "BROOK_DEFAULT_PASS",
+        default_value = "guest",
+        hide_env_values = true
+    )]
+    pub(crate) default_pass: String,
+    /// The vhost created in a fresh data directory.
+    #[arg(long, env = "BROOK_DEFAULT_VHOST", default_value = "/")]
+    pub(crate) default_vhost: String,
+    /// Users that may only log in from loopback addresses (comma-separated; "" for none).
+    #[arg(
+        long,
+        env = "BROOK_LOOPBACK_USERS",
+        default_value = "guest",
+        value_delimiter = ','
+    )]
+    pub(crate) loopback_users: Vec<String>,
+    /// An administrator made sure of at every start, as NAME:PASSWORD (its password is reset
+    /// to this one); repeat for several. Users are otherwise managed with the management API
+    /// or `brook ctl`.
+    #[arg(long = "user", env = "BROOK_USERS", value_delimiter = ',', value_parser = parse_user)]
+    pub(crate) users: Vec<(String, String)>,
+    /// Import a definitions file (RabbitMQ's JSON export format) at startup.
+    #[arg(long, env = "BROOK_LOAD_DEFINITIONS")]
+    pub(crate) load_definitions: Option<PathBuf>,
+    /// When confirms are sent: `none` (page cache, as RabbitMQ), `batch:<ms>` (group fsync at
+    /// most every <ms>), or `always` (fsync before every confirm).
+    #[arg(long, env = "BROOK_DURABILITY", default_value = "none", value_parser = parse_durability)]
+    pub(crate) durability: Durability,
+    /// Offer SASL ANONYMOUS, logging in as this user.
+    #[arg(long, env = "BROOK_ANONYMOUS_USER")]
+    pub(crate) anonymous_user: Option<String>,
+    /// Heartbeat interval proposed to clients, in seconds (0 disables).
+    #[arg(long, env = "BROOK_HEARTBEAT", default_value_t = 60)]
+    pub(crate) heartbeat: u32,
+    /// Address of the management HTTP API.
+    #[arg(long, env = "BROOK_HTTP_LISTEN", default_value = "0.0.0.0:15672")]
+    pub(crate) http_listen: SocketAddr,
+    /// Do not start the management HTTP API.
+    #[arg(long, env = "BROOK_NO_HTTP")]
+    pub(crate) no_http: bool,
+    /// PEM certificate chain of the TLS listener (with --tls-key, enables TLS).
+    #[arg(long, env = "BROOK_TLS_CERT", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM private key of the TLS listener.
+    #[arg(long, env = "BROOK_TLS_KEY", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Address of the TLS stream listener.
+    #[arg(long, env = "BROOK_TLS_LISTEN", default_value = "0.0.0.0:5551")]
+    pub(crate) tls_listen: SocketAddr,
+    /// Port advertised on TLS connections [default: the TLS listener's port].
+    #[arg(long, env = "BROOK_ADVERTISED_TLS_PORT")]
+    pub(crate) advertised_tls_port: Option<u16>,
+    /// PEM CA certificates for client certificates: clients are asked for one and it must
+    /// verify.
+    #[arg(long, env = "BROOK_TLS_CLIENT_CA")]
+    pub(crate) tls_client_ca: Option<PathBuf>,
+    /// Refuse TLS clients that present no certificate.
+    #[arg(
+        long,
+        env = "BROOK_TLS_REQUIRE_CLIENT_CERT",
+        requires = "tls_client_ca"
+    )]
+    pub(crate) tls_require_client_cert: bool,
+    /// Offer SASL EXTERNAL on TLS: the client certificate's CN names the user.
+    #[arg(long, env = "BROOK_TLS_EXTERNAL_AUTH", requires = "tls_client_ca")]
+    pub(crate) tls_external_auth: bool,
+}
+
+fn parse_user(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((name, password)) if !name.is_empty() && !password.is_empty() => {
+            Ok((name.into(), password.into()))
+        }
+        _ => Err(format!("expected NAME:PASSWORD, got {s:?}")),
+    }
+}
+
+fn parse_durability(s: &str) -> Result<Durability, String> {
+    match s {
+        "none" => Ok(Durability::None),
+        "always" => Ok(Durability::Always),
+        _ => match s.strip_prefix("batch:").map(str::parse::<u64>) {
+            Some(Ok(ms)) if ms > 0 => Ok(Durability::Batch(Duration::from_millis(ms))),
+            _ => Err(format!("expected none, always or batch:<ms>, got {s:?}")),
+        },
+    }
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.data_dir.as_os_str().is_empty() {
+        bail!("--data-dir must not be empty");
+    }
+    let open_files_limit = limits::raise_open_files_limit();
+    let mut broker_config = BrokerConfig::new(&args.data_dir);
+    broker_config.durability = args.durability;
+    let broker = Broker::open(broker_config)
+        .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
+    let access = Arc::new(open_access(&args)?);
+    if let Some(file) = &args.load_definitions {
+        load_definitions(&broker, &access, file).await?;
+    }
+    let server = Server::bind(server_config(&args), broker.clone(), access.clone()).await?;
+    let mut listeners = vec![listener("stream", server.local_addr()?)];
+    if let Some(addr) = server.tls_addr() {
+        tracing::info!(%addr, "TLS listener");
+        listeners.push(listener("stream/ssl", addr));
+    }
+    let management = if args.no_http {
+        None
+    } else {
+        Some(
+            Management::bind(
+                args.http_listen,
+                Api {
+                    broker: broker.clone(),
+                    access: access.clone(),
+                    connections: server.connections(),
+                    node: node_name(),
+                    data_dir: args.data_dir.clone(),
+                    listeners: Vec::new(),
+                    rabbitmq_version: ServerConfig::default().protocol_version,
+                    started: std::time::Instant::now(),
+                },
+            )
+            .await
+            .with_context(|| format!("listening on {}", args.http_listen))?,
+        )
+    };
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http_task = match management {
+        None => None,
+        Some(mut m) => {
+            let addr = m.local_addr()?;
+            tracing::info!(%addr, "management API");
+            listeners.push(listener("http", addr));
+            m.set_listeners(listeners);
+            Some(tokio::spawn(m.serve(async {
+                let _ = http_stopped.await;
+            })))
+        }
+    };
+    tracing::info!(
+        addr = %server.local_addr()?,
+        data_dir = %args.data_dir.display(),
+        durability = ?args.durability,
+        "brook {} listening",
+        env!("CARGO_PKG_VERSION")
+    );
+    if let Some(limit) = open_files_limit {
+        tokio::spawn(limits::watch(limit));
+    }
+    server.serve(shutdown_signal()).await;
+    let _ = stop_http.send(());
+    if let Some(task) = http_task {
+        let _ = task.await;
+    }
+    tracing::info!("shutting down: flushing streams");
+    broker.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn listener(protocol: &str, addr: SocketAddr) -> ListenerInfo {
+    ListenerInfo {
+        protocol: protocol.into(),
+        addr,
+    }
+}
+
+/// RabbitMQ names nodes `name@host`; brook's is `brook@<hostname>`.
+fn node_name() -> String {
+    let uname = rustix::system::uname();
+    format!("brook@{}", uname.nodename().to_string_lossy())
+}
+
+fn open_access(args: &ServeArgs) -> anyhow::Result<AccessStore> {
+    let bootstrap = Bootstrap {
+        default_user: args.default_user.clone(),
+        default_pass: args.default_pass.clone(),
+        default_vhost: args.default_vhost.clone(),
+        loopback_users: args
+            .loopback_users
+            .iter()
+            .filter(|u| !u.is_empty())
+            .cloned()
+            .collect(),
+        ensure_users: args.users.clone(),
+    };
+    AccessStore::open(brook_storage::disk(), &args.data_dir, &bootstrap)
+        .context("opening the users, vhosts and permissions (access.json)")
+}
+
+async fn load_definitions(
+    broker: &Broker,
+    access: &AccessStore,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading definitions {}", file.display()))?;
+    let defs: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("parsing definitions {}", file.display()))?;
+    brook_management::definitions::apply(broker, access, None, &defs)
+        .await
+        .map_err(|e| anyhow::anyhow!("importing definitions {}: {e}", file.display()))?;
+    tracing::info!(file = %file.display(), "definitions imported");
+    Ok(())
+}
+
+fn server_config(args: &ServeArgs) -> ServerConfig {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsConfig {
+            listen: args.tls_listen,
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.tls_client_ca.clone(),
+            require_client_cert: args.tls_require_client_cert,
+            external_auth: args.tls_external_auth,
+            advertised_port: args.advertised_tls_port,
+        }),
+        _ => None,
+    };
+    ServerConfig {
+        listen: args.listen,
+        advertised_host: args.advertised_host.clone(),
+        advertised_port: args.advertised_port,
+        anonymous_user: args.anonymous_user.clone(),
+        heartbeat: args.heartbeat,
+        tls,
+        ..ServerConfig::default()
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process still stops on the default signal action.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
