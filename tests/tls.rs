@@ -250,6 +250,31 @@ async fn sasl_external_maps_the_certificate_cn_to_a_user() {
         ResponseCode::AUTHENTICATION_FAILURE
     );
 
+    // Made a certificate-only user (no password), mallory logs in with the certificate, and
+    // with no password at all.
+    let certificate_only = brook_auth::User {
+        name: "mallory".into(),
+        password_hash: String::new(),
+        hashing_algorithm: brook_auth::password::SHA256.into(),
+        tags: vec![],
+        limits: Default::default(),
+    };
+    broker.access.put_user(certificate_only).await.unwrap();
+    let grant = brook_auth::Permission {
+        user: "mallory".into(),
+        vhost: "/".into(),
+        configure: ".*".into(),
+        write: ".*".into(),
+        read: ".*".into(),
+    };
+    broker.access.set_permission(grant).await.unwrap();
+    let mut s = tls_connect(&pki, broker.tls_addr.unwrap().port()).await;
+    assert_eq!(external_login(&mut s).await.code, ResponseCode::OK);
+    for password in ["", "guess"] {
+        let refused = common::raw::Raw::open_as(broker.addr, "mallory", password, "/", &[]).await;
+        assert_eq!(refused.err(), Some(ResponseCode::AUTHENTICATION_FAILURE));
+    }
+
     // EXTERNAL is not offered on the plain port.
     let mut plain = common::raw::Raw::connect(broker.addr).await;
     plain

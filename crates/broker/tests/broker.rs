@@ -420,3 +420,42 @@ async fn a_full_disk_fences_the_publisher_and_loses_nothing() {
     let stats = broker.stream_stats("/", "s").unwrap();
     assert_eq!(stats.next_offset, 30);
 }
+
+/// Data directories written before vhosts: `stream.json` without a vhost and
+/// `super_streams.json` as a map by name. Both are read as vhost `/`, untouched.
+#[tokio::test]
+async fn data_from_before_vhosts_opens_in_the_default_vhost() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(BrokerConfig::new(dir.path())).unwrap();
+    broker.create_stream("/", "old", &[]).await.unwrap();
+    broker.shutdown().await;
+    drop(broker);
+    // Rewrite the metadata as brook wrote it before vhosts existed.
+    let streams = dir.path().join("streams");
+    let stream_dir = std::fs::read_dir(&streams)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for file in ["stream.json", "stream.json.bak"] {
+        let path = stream_dir.join(file);
+        let mut meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        meta.as_object_mut().unwrap().remove("vhost");
+        std::fs::write(&path, meta.to_string()).unwrap();
+    }
+    let legacy = r#"{"ss": {"partitions": ["old"], "binding_keys": ["k"]}}"#;
+    std::fs::write(dir.path().join("super_streams.json"), legacy).unwrap();
+
+    let broker = Broker::open(BrokerConfig::new(dir.path())).unwrap();
+    assert_eq!(
+        broker.streams(),
+        vec![brook_broker::StreamId::new("/", "old")]
+    );
+    assert_eq!(
+        broker.route("/", "ss", "k").unwrap(),
+        vec!["old".to_string()]
+    );
+    assert!(broker.super_stream("v", "ss").is_err());
+}
