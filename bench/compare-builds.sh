@@ -41,7 +41,7 @@ wait_port() {
 }
 
 start() { # name binary port
-    "$2" serve --listen "127.0.0.1:$3" --no-http --data-dir "$work/$1-data" >"$work/$1.out" 2>&1 &
+    BROOK_NO_PROMETHEUS=true "$2" serve --listen "127.0.0.1:$3" --no-http --data-dir "$work/$1-data" >"$work/$1.out" 2>&1 &
     pids+=($!)
     wait_port "$3"
 }

@@ -78,7 +78,7 @@ wait_port "$rabbit_port" || { tail -20 "$work/rabbit.out" >&2; exit 1; }
 rabbit_beam=$(cat "$work/rabbit/pid" 2>/dev/null || echo "$rabbit_pid")
 
 echo "== starting brook on 127.0.0.1:$brook_port" >&2
-"$brook" serve --listen "127.0.0.1:$brook_port" --no-http --data-dir "$work/brook-data" \
+"$brook" serve --listen "127.0.0.1:$brook_port" --no-http --no-prometheus --data-dir "$work/brook-data" \
     >"$work/brook.out" 2>&1 &
 brook_pid=$!
 wait_port "$brook_port"

@@ -38,7 +38,7 @@ for c in $clients; do
 done
 
 (cd "$here" && cargo build --quiet)
-"$here/target/debug/brook" serve --listen "127.0.0.1:$port" --no-http --data-dir "$work/data" \
+"$here/target/debug/brook" serve --listen "127.0.0.1:$port" --no-http --no-prometheus --data-dir "$work/data" \
     >"$work/brook.log" 2>&1 &
 brook_pid=$!
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done

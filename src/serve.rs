@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use brook_auth::{AccessStore, Bootstrap};
 use brook_broker::{Broker, BrokerConfig, Durability};
 use brook_management::{Api, ListenerInfo, Management};
+use brook_metrics::Metrics;
 use brook_server::{Server, ServerConfig, TlsConfig};
 use clap::Args;
 
@@ -81,6 +82,13 @@ pub struct ServeArgs {
     /// Do not start the management HTTP API.
     #[arg(long, env = "BROOK_NO_HTTP")]
     pub(crate) no_http: bool,
+    /// Address of the Prometheus metrics listener (RabbitMQ's plugin port). The metrics are
+    /// also at `/metrics` on the management listener.
+    #[arg(long, env = "BROOK_PROMETHEUS_LISTEN", default_value = "0.0.0.0:15692")]
+    pub(crate) prometheus_listen: SocketAddr,
+    /// Do not start the Prometheus listener.
+    #[arg(long, env = "BROOK_NO_PROMETHEUS")]
+    pub(crate) no_prometheus: bool,
     /// PEM certificate chain of the TLS listener (with --tls-key, enables TLS).
     #[arg(long, env = "BROOK_TLS_CERT", requires = "tls_key")]
     pub(crate) tls_cert: Option<PathBuf>,
@@ -143,45 +151,58 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         load_definitions(&broker, &access, file).await?;
     }
     let server = Server::bind(server_config(&args), broker.clone(), access.clone()).await?;
+    let metrics = Arc::new(Metrics {
+        broker: broker.clone(),
+        connections: server.connections(),
+        node: node_name(),
+        data_dir: args.data_dir.clone(),
+        rabbitmq_version: ServerConfig::default().protocol_version,
+    });
     let mut listeners = vec![listener("stream", server.local_addr()?)];
     if let Some(addr) = server.tls_addr() {
         tracing::info!(%addr, "TLS listener");
         listeners.push(listener("stream/ssl", addr));
     }
-    let management = if args.no_http {
-        None
-    } else {
-        Some(
-            Management::bind(
-                args.http_listen,
-                Api {
-                    broker: broker.clone(),
-                    access: access.clone(),
-                    connections: server.connections(),
-                    node: node_name(),
-                    data_dir: args.data_dir.clone(),
-                    listeners: Vec::new(),
-                    rabbitmq_version: ServerConfig::default().protocol_version,
-                    started: std::time::Instant::now(),
-                },
-            )
+    // The HTTP listeners stop when the stream listener does.
+    let (stop, stopped) = tokio::sync::watch::channel(());
+    let mut http_tasks = Vec::new();
+    if !args.no_prometheus {
+        let addr = args.prometheus_listen;
+        let tcp = tokio::net::TcpListener::bind(addr)
             .await
-            .with_context(|| format!("listening on {}", args.http_listen))?,
-        )
-    };
-    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http_task = match management {
-        None => None,
-        Some(mut m) => {
-            let addr = m.local_addr()?;
-            tracing::info!(%addr, "management API");
-            listeners.push(listener("http", addr));
-            m.set_listeners(listeners);
-            Some(tokio::spawn(m.serve(async {
-                let _ = http_stopped.await;
-            })))
-        }
-    };
+            .with_context(|| format!("listening on {addr}"))?;
+        let addr = tcp.local_addr()?;
+        tracing::info!(%addr, "Prometheus metrics");
+        listeners.push(listener("http/prometheus", addr));
+        let until = stop_signal(stopped.clone());
+        http_tasks.push(tokio::spawn(brook_metrics::serve(
+            tcp,
+            metrics.clone(),
+            until,
+        )));
+    }
+    if !args.no_http {
+        let api = Api {
+            broker: broker.clone(),
+            access,
+            connections: server.connections(),
+            node: metrics.node.clone(),
+            data_dir: args.data_dir.clone(),
+            listeners: Vec::new(),
+            rabbitmq_version: metrics.rabbitmq_version.clone(),
+            started: std::time::Instant::now(),
+            metrics,
+            rates: Default::default(),
+        };
+        let mut management = Management::bind(args.http_listen, api)
+            .await
+            .with_context(|| format!("listening on {}", args.http_listen))?;
+        let addr = management.local_addr()?;
+        tracing::info!(%addr, "management API");
+        listeners.push(listener("http", addr));
+        management.set_listeners(listeners);
+        http_tasks.push(tokio::spawn(management.serve(stop_signal(stopped))));
+    }
     tracing::info!(
         addr = %server.local_addr()?,
         data_dir = %args.data_dir.display(),
@@ -193,14 +214,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(limits::watch(limit));
     }
     server.serve(shutdown_signal()).await;
-    let _ = stop_http.send(());
-    if let Some(task) = http_task {
+    drop(stop);
+    for task in http_tasks {
         let _ = task.await;
     }
     tracing::info!("shutting down: flushing streams");
     broker.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Completes when the sender is dropped.
+async fn stop_signal(mut stopped: tokio::sync::watch::Receiver<()>) {
+    while stopped.changed().await.is_ok() {}
 }
 
 fn listener(protocol: &str, addr: SocketAddr) -> ListenerInfo {

@@ -53,6 +53,8 @@ impl Brook {
                 "127.0.0.1:0",
                 "--http-listen",
                 "127.0.0.1:0",
+                "--prometheus-listen",
+                "127.0.0.1:0",
                 "--advertised-host",
                 "127.0.0.1",
             ])

@@ -3,6 +3,7 @@
 
 pub mod child;
 pub mod http;
+pub mod prom;
 pub mod raw;
 
 use std::net::SocketAddr;
@@ -65,6 +66,13 @@ impl TestBroker {
             .unwrap();
         let addr = server.local_addr().unwrap();
         let tls_addr = server.tls_addr();
+        let metrics = Arc::new(brook_metrics::Metrics {
+            broker: broker.clone(),
+            connections: server.connections(),
+            node: "brook@test".into(),
+            data_dir: data_dir.clone(),
+            rabbitmq_version: ServerConfig::default().protocol_version,
+        });
         let mut management = Management::bind(
             "127.0.0.1:0".parse().unwrap(),
             Api {
@@ -76,6 +84,8 @@ impl TestBroker {
                 listeners: Vec::new(),
                 rabbitmq_version: ServerConfig::default().protocol_version,
                 started: std::time::Instant::now(),
+                metrics,
+                rates: Default::default(),
             },
         )
         .await

@@ -26,6 +26,7 @@ mod test_util {
 
 mod args;
 mod bloom;
+mod browse;
 mod budget;
 mod catalog;
 mod config;
@@ -44,9 +45,10 @@ mod verify;
 
 pub use args::{MAX_SEGMENT_SIZE_BYTES, MaxAge, StreamArgs};
 pub use brook_log::Severity;
+pub use browse::{Page, StoredMessage};
 pub use budget::{Budget, CONNECTION_BUDGET_BYTES, Charge};
 pub use config::{BrokerConfig, Durability};
-pub use counters::{ConsumerSnapshot, Counters, PublisherCounters, PublisherSnapshot};
+pub use counters::{ConsumerSnapshot, Counters, PublisherCounters, PublisherSnapshot, Totals};
 pub use error::{Error, OpenError};
 pub use info::{StreamInfo, StreamStatus, UnavailableStream};
 pub use outgoing::{ControlEvent, ControlSender, Outgoing, OutgoingSender};

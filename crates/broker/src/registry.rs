@@ -19,6 +19,7 @@ use crate::args::StreamArgs;
 use crate::budget::Budget;
 use crate::catalog::{self, Found, StreamMeta};
 use crate::config::BrokerConfig;
+use crate::counters::Totals;
 use crate::error::{Error, OpenError};
 use crate::outgoing::{ControlEvent, ControlSender, OutgoingSender};
 use crate::sac;
@@ -52,6 +53,8 @@ pub(crate) struct Inner {
     next_connection: AtomicU64,
     pub(crate) super_streams: SuperStreams,
     pub(crate) sac: sac::Coordinator,
+    /// Broker-wide counters and histograms, for metrics.
+    pub(crate) totals: Arc<Totals>,
     /// Held for the broker's lifetime: two brokers on one data directory would corrupt it.
     _lock: Box<dyn LockGuard>,
 }
@@ -106,6 +109,7 @@ impl Broker {
                 next_connection: AtomicU64::new(1),
                 super_streams,
                 sac: sac::Coordinator::default(),
+                totals: Arc::default(),
                 _lock: lock,
             }),
         };
@@ -195,6 +199,7 @@ impl Broker {
         let links = Links {
             id: id.clone(),
             state,
+            totals: self.inner.totals.clone(),
             committed: committed_tx,
             retention_check_interval: config.retention_check_interval,
         };
@@ -228,6 +233,11 @@ impl Broker {
             }
             None => Err(Error::StreamDoesNotExist(name.to_owned())),
         }
+    }
+
+    /// Broker-wide counters and histograms.
+    pub fn totals(&self) -> &Totals {
+        &self.inner.totals
     }
 
     /// A session for a new connection. `control` receives events for its request loop;

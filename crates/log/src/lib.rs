@@ -28,7 +28,7 @@ mod verify;
 mod writer;
 
 pub use error::{LogError, Result};
-pub use reader::{Cursor, LogReader, LogStats, Position, ReadChunk, Seek};
+pub use reader::{Cursor, LogActivity, LogReader, LogStats, Position, ReadChunk, Seek};
 pub use recovery::Recovery;
 pub use tail::{PER_LOG_BYTES as TAIL_BYTES_PER_LOG, TailWait};
 pub use tracking::{MAX_ID_LEN, Tracking};

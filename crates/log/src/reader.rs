@@ -6,7 +6,7 @@
 //! committed bytes are ever read, so a reader never sees a chunk being written.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use brook_protocol::chunk::{ChunkHeader, ChunkType, HEADER_LEN};
@@ -95,6 +95,44 @@ pub(crate) struct Shared {
     pub tail: Tail,
     /// Id of the last chunk written, committed or not; -1 before the first.
     last_written: AtomicI64,
+    /// What the writer did since the log was opened, for metrics.
+    pub activity: Activity,
+}
+
+/// Counters of a log's writes and deletions since it was opened (monotonic, for metrics).
+#[derive(Debug, Default)]
+pub(crate) struct Activity {
+    pub chunks_written: AtomicU64,
+    pub records_written: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub segments_deleted: AtomicU64,
+    pub bytes_deleted: AtomicU64,
+}
+
+impl Activity {
+    fn snapshot(&self) -> LogActivity {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        LogActivity {
+            chunks_written: get(&self.chunks_written),
+            records_written: get(&self.records_written),
+            bytes_written: get(&self.bytes_written),
+            segments_deleted: get(&self.segments_deleted),
+            bytes_deleted: get(&self.bytes_deleted),
+        }
+    }
+}
+
+/// A log's write and retention counters since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogActivity {
+    /// Chunks appended (user and tracking).
+    pub chunks_written: u64,
+    /// Records in them (a sub-entry batch counts its messages).
+    pub records_written: u64,
+    pub bytes_written: u64,
+    /// Segments removed by retention, and their bytes.
+    pub segments_deleted: u64,
+    pub bytes_deleted: u64,
 }
 
 impl Shared {
@@ -109,6 +147,7 @@ impl Shared {
             ),
             view: RwLock::new(view),
             tail: Tail::default(),
+            activity: Activity::default(),
         }
     }
 
@@ -167,6 +206,10 @@ pub struct LogStats {
     /// Bytes on disk, all segments.
     pub bytes: u64,
     pub segments: usize,
+    /// Chunks retained, all segments.
+    pub chunks: u64,
+    /// Writes and retention since the log was opened.
+    pub activity: LogActivity,
 }
 
 /// A cheap, cloneable handle for lookups and cursors.
@@ -185,6 +228,8 @@ impl LogReader {
             next_offset: view.next_offset(),
             bytes: view.segments.iter().map(|s| s.size).sum(),
             segments: view.segments.len(),
+            chunks: view.segments.iter().map(|s| s.chunks).sum(),
+            activity: self.shared.activity.snapshot(),
         }
     }
 

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use brook_protocol::chunk::{self, ChunkHeader, ChunkType};
@@ -485,6 +486,14 @@ impl Log {
                 self.last_user_chunk = Some(at);
             }
             self.shared.set_last_written(header.chunk_id);
+            let activity = &self.shared.activity;
+            activity.chunks_written.fetch_add(1, Ordering::Relaxed);
+            activity
+                .records_written
+                .fetch_add(u64::from(header.num_records), Ordering::Relaxed);
+            activity
+                .bytes_written
+                .fetch_add(disk_len, Ordering::Relaxed);
             position += disk_len;
         }
         self.last_timestamp = timestamp;
@@ -560,6 +569,11 @@ impl Log {
             }
             report.segments_deleted += 1;
             report.bytes_deleted += seg.size;
+            let activity = &self.shared.activity;
+            activity.segments_deleted.fetch_add(1, Ordering::Relaxed);
+            activity
+                .bytes_deleted
+                .fetch_add(seg.size, Ordering::Relaxed);
         }
         tracing::info!(
             dir = %self.dir.display(),

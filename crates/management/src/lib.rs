@@ -17,8 +17,10 @@ pub mod definitions;
 mod error;
 mod format;
 mod list;
-mod node_stats;
 mod phash2;
+mod rates;
+
+pub use rates::Rates;
 mod routes;
 
 use std::future::Future;
@@ -56,6 +58,10 @@ pub struct Api {
     /// The RabbitMQ release whose protocol brook speaks (`rabbitmq_version` in overviews).
     pub rabbitmq_version: String,
     pub started: Instant,
+    /// Also served here, at `/metrics` (as on the metrics listener).
+    pub metrics: Arc<brook_metrics::Metrics>,
+    /// Message rates, sampled while the API serves (start with `Rates::default()`).
+    pub rates: Rates,
 }
 
 /// The bound management listener.
@@ -86,6 +92,16 @@ impl Management {
 
     /// Serves until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let sampler = {
+            let api = self.api.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(rates::INTERVAL);
+                loop {
+                    every.tick().await;
+                    api.rates.tick(&api.broker);
+                }
+            })
+        };
         let router = routes::router(self.api);
         // RabbitMQ ignores a trailing slash (`/api/connections/`); axum does not, so it is
         // trimmed before routing.
@@ -98,6 +114,7 @@ impl Management {
         {
             tracing::error!("management API stopped: {e}");
         }
+        sampler.abort();
     }
 }
 

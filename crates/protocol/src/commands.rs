@@ -386,6 +386,34 @@ pub fn frame_size(buf: &[u8]) -> Option<u32> {
 }
 
 impl Frame {
+    /// The response code of a response (or of a Close), for counting errors.
+    pub fn response_code(&self) -> Option<ResponseCode> {
+        Some(match self {
+            Frame::DeclarePublisherResponse(r)
+            | Frame::DeletePublisherResponse(r)
+            | Frame::SubscribeResponse(r)
+            | Frame::UnsubscribeResponse(r)
+            | Frame::CreateResponse(r)
+            | Frame::DeleteResponse(r)
+            | Frame::CloseResponse(r)
+            | Frame::CreateSuperStreamResponse(r)
+            | Frame::DeleteSuperStreamResponse(r) => r.code,
+            Frame::QueryPublisherSequenceResponse(r) => r.code,
+            Frame::CreditResponse(r) => r.code,
+            Frame::QueryOffsetResponse(r) => r.code,
+            Frame::PeerPropertiesResponse(r) => r.code,
+            Frame::SaslHandshakeResponse(r) => r.code,
+            Frame::SaslAuthenticateResponse(r) => r.code,
+            Frame::OpenResponse(r) => r.code,
+            Frame::RouteResponse(r) => r.code,
+            Frame::PartitionsResponse(r) => r.code,
+            Frame::StreamStatsResponse(r) => r.code,
+            Frame::ResolveOffsetSpecResponse(r) => r.code,
+            Frame::Close(c) => c.code,
+            _ => return None,
+        })
+    }
+
     /// Decodes one frame body: key, version and content, without the size prefix.
     ///
     /// Strict as RabbitMQ: an unknown (key, version) pair, missing bytes, or bytes left over

@@ -11,6 +11,7 @@
 
 #![deny(clippy::indexing_slicing)]
 
+pub mod amqp;
 pub mod chunk;
 mod commands;
 mod publish;

@@ -46,6 +46,9 @@ struct Entry {
 pub struct Connections {
     entries: Mutex<BTreeMap<u64, Entry>>,
     next: AtomicU64,
+    /// Connections accepted and ended since start (RabbitMQ's churn counters).
+    opened: AtomicU64,
+    closed: AtomicU64,
 }
 
 /// Removes its connection from the registry when dropped.
@@ -66,6 +69,7 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.registry.lock().remove(&self.id);
+        self.registry.closed.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -82,6 +86,7 @@ impl Connections {
         ssl: bool,
     ) -> (Registration, oneshot::Receiver<()>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.opened.fetch_add(1, Ordering::Relaxed);
         let (kill, killed) = oneshot::channel();
         let info = ConnectionInfo {
             name: format!("{peer} -> {local}"),
@@ -115,6 +120,14 @@ impl Connections {
                 id,
             },
             killed,
+        )
+    }
+
+    /// Connections opened and closed since start.
+    pub fn churn(&self) -> (u64, u64) {
+        (
+            self.opened.load(Ordering::Relaxed),
+            self.closed.load(Ordering::Relaxed),
         )
     }
 

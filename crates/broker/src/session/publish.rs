@@ -50,7 +50,12 @@ impl Session {
             )));
         }
         let epoch = stream.state.publisher_epoch();
-        let counters = Arc::new(PublisherCounters::new(id, stream.id.clone(), reference));
+        let counters = Arc::new(PublisherCounters::new(
+            id,
+            stream.id.clone(),
+            reference,
+            self.broker.inner.totals.clone(),
+        ));
         self.counters.add_publisher(counters.clone());
         self.publishers.insert(
             id,
@@ -142,6 +147,7 @@ impl Session {
             epoch: publisher.epoch,
             publish,
             charge,
+            received: std::time::Instant::now(),
         });
         if let Err(cmd) = publisher.stream.commands.send(cmd) {
             // The writer is gone (the stream is being deleted; MetadataUpdate follows): the

@@ -85,6 +85,7 @@ impl Session {
             properties.to_vec(),
             Arc::new(Semaphore::new(usize::from(credit))),
             group.is_none(),
+            self.broker.inner.totals.clone(),
         ));
         let filter = Matcher::from_properties(properties);
         let pending = match group {

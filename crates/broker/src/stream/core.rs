@@ -59,6 +59,8 @@ pub(crate) struct ConfirmGroup {
     pub target: ConfirmTarget,
     pub ids: Vec<u64>,
     pub charge: Charge,
+    /// When the oldest of these publishes was received (for the confirm latency histogram).
+    pub since: Option<Instant>,
 }
 
 /// What the writer sends to connections.
@@ -90,13 +92,17 @@ struct Confirms {
     duplicates: Vec<ConfirmGroup>,
 }
 
-fn add_to(groups: &mut Vec<ConfirmGroup>, target: &ConfirmTarget, id: u64) {
+fn add_to(groups: &mut Vec<ConfirmGroup>, target: &ConfirmTarget, id: u64, received: Instant) {
     match groups.last_mut() {
-        Some(g) if Arc::ptr_eq(&g.target.publisher, &target.publisher) => g.ids.push(id),
+        Some(g) if Arc::ptr_eq(&g.target.publisher, &target.publisher) => {
+            g.ids.push(id);
+            g.since = g.since.min(Some(received)).or(Some(received));
+        }
         _ => groups.push(ConfirmGroup {
             target: target.clone(),
             ids: vec![id],
             charge: Charge::default(),
+            since: Some(received),
         }),
     }
 }
@@ -193,6 +199,7 @@ impl Core {
             target,
             epoch,
             charge,
+            received,
         } = cmd;
         if let Some(code) = self.refusal(epoch) {
             let ids = publish
@@ -209,7 +216,13 @@ impl Core {
                 let last = self.sequence(reference, sink);
                 if last.is_some_and(|last| entry.publishing_id <= last) {
                     // A duplicate: not written, confirmed with this batch.
-                    add_to(&mut self.pending.duplicates, &target, entry.publishing_id);
+                    target.publisher.deduplicated(1);
+                    add_to(
+                        &mut self.pending.duplicates,
+                        &target,
+                        entry.publishing_id,
+                        received,
+                    );
                     continue;
                 }
             }
@@ -224,7 +237,12 @@ impl Core {
                 break;
             }
             self.chunks.push(&entry, reference.as_ref());
-            add_to(&mut self.pending.groups, &target, entry.publishing_id);
+            add_to(
+                &mut self.pending.groups,
+                &target,
+                entry.publishing_id,
+                received,
+            );
         }
         if self.pending.is_empty() {
             // Everything failed already: the charge goes back with the error just queued.
@@ -254,6 +272,7 @@ impl Core {
                 target,
                 ids,
                 charge,
+                since: None,
             },
             code,
         ));

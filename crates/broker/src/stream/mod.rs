@@ -90,6 +90,8 @@ pub(crate) struct PublishCmd {
     pub epoch: u64,
     /// The frame's charge on its connection's budget, returned when its confirms are written.
     pub charge: Charge,
+    /// When the connection took the frame, for the publish→confirm latency.
+    pub received: std::time::Instant,
 }
 
 #[derive(Debug)]

@@ -122,7 +122,12 @@ impl Default for Producer {
             in_flight: BTreeSet::new(),
             failed: BTreeSet::new(),
             confirmed: BTreeSet::new(),
-            counters: Arc::new(PublisherCounters::new(0, StreamId::new("/", "sim"), "")),
+            counters: Arc::new(PublisherCounters::new(
+                0,
+                StreamId::new("/", "sim"),
+                "",
+                Arc::default(),
+            )),
         }
     }
 }
@@ -307,6 +312,7 @@ fn publish(
         },
         epoch: p.epoch,
         charge: Charge::default(),
+        received: Instant::now(),
     })
 }
 

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 use super::core::Reply;
 use super::writer::{Outcome, StreamWriter};
 use super::{Command, StreamId, StreamState};
+use crate::counters::Totals;
 use crate::outgoing::Outgoing;
 
 /// Commands taken into one batch at most: bounds the work of one write.
@@ -41,6 +42,8 @@ const SLOW_MODE: Duration = Duration::from_secs(30);
 pub(crate) struct Links {
     pub id: StreamId,
     pub state: Arc<StreamState>,
+    /// Where confirm latencies and fsync times are recorded.
+    pub totals: Arc<Totals>,
     pub committed: watch::Sender<u64>,
     pub retention_check_interval: Duration,
 }
@@ -280,6 +283,9 @@ async fn finish(task: Task, stop: Command) {
 
 /// Sends replies to their connections and tells readers and watchers what changed.
 fn route(outcome: Outcome, links: &Links) {
+    if let Some(took) = outcome.synced_in {
+        links.totals.fsync_seconds.observe(took.as_secs_f64());
+    }
     if let Some(next) = outcome.committed {
         links.committed.send_if_modified(|c| {
             let changed = *c != next;
@@ -290,6 +296,12 @@ fn route(outcome: Outcome, links: &Links) {
     for reply in outcome.replies {
         let (target, item) = match reply {
             Reply::Confirm(g) => {
+                if let Some(since) = g.since {
+                    links
+                        .totals
+                        .confirm_latency
+                        .observe(since.elapsed().as_secs_f64());
+                }
                 let item = Outgoing::Confirm {
                     publisher_id: g.target.publisher_id,
                     ids: g.ids,

@@ -41,6 +41,8 @@ pub(crate) struct Outcome {
     pub fence: u64,
     /// When a group commit must sync.
     pub sync_at: Option<Instant>,
+    /// How long this step's fdatasync took, if it synced.
+    pub synced_in: Option<std::time::Duration>,
 }
 
 /// A stream's log and the writer's state.
@@ -142,7 +144,9 @@ impl StreamWriter {
     fn advance(&mut self, mut step: Step, now: Instant) -> Outcome {
         let mut outcome = Outcome::default();
         if step == Step::Sync {
+            let started = Instant::now();
             let result = self.log.sync();
+            outcome.synced_in = Some(started.elapsed());
             if let Err(e) = &result {
                 tracing::error!(dir = %self.log.dir().display(),
                     "fdatasync failed, the stream refuses writes until restart: {e}");

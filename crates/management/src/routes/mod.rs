@@ -4,6 +4,7 @@
 mod access;
 mod connections;
 mod exchanges;
+mod messages;
 mod overview;
 mod queues;
 mod tracking;
@@ -32,6 +33,7 @@ pub(crate) fn router(api: Arc<Api>) -> Router {
         .merge(exchanges::routes())
         .merge(connections::routes())
         .merge(tracking::routes())
+        .merge(messages::routes())
         .guarded(
             "/api/definitions",
             get(crate::definitions::export).post(crate::definitions::import),
@@ -40,10 +42,12 @@ pub(crate) fn router(api: Arc<Api>) -> Router {
             "/api/all-configuration",
             get(crate::definitions::export).post(crate::definitions::import),
         );
+    let metrics = brook_metrics::router(api.metrics.clone());
     routes
         .fallback(any(fallback))
         .layer(axum::Extension(api.clone()))
         .with_state(api)
+        .merge(metrics)
 }
 
 /// Adding a route behind authentication.

@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 
 use super::{Ctx, Guarded, Who};
+use crate::Api;
 use crate::error::{ApiError, ApiResult};
 use crate::format::no_rate;
-use crate::{Api, node_stats};
 
 pub(super) fn routes() -> Router<Arc<Api>> {
     Router::new()
@@ -85,7 +85,7 @@ async fn overview(api: Ctx, caller: Who) -> ApiResult<Response> {
         "cluster_name": api.node,
         "disable_stats": false,
         "enable_queue_totals": false,
-        "message_stats": {},
+        "message_stats": api.rates.message_stats(&api.broker),
         "queue_totals": {
             "messages": messages, "messages_details": no_rate(),
             "messages_ready": messages, "messages_ready_details": no_rate(),
@@ -170,7 +170,7 @@ async fn node(api: Ctx, caller: Who, Path(name): Path<String>) -> ApiResult<Resp
 
 /// The node's resources, with RabbitMQ's field names and types.
 fn node_json(api: &Api) -> Value {
-    let stats = node_stats::NodeStats::read(&api.data_dir);
+    let stats = brook_metrics::node::NodeStats::read(&api.data_dir);
     let connections = api.connections.list().len();
     json!({
         "name": api.node,

@@ -10,6 +10,7 @@ use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use brook_auth::Perm;
+use brook_broker::StreamStatus;
 use brook_protocol::OffsetSpec;
 use serde_json::{Map, Value, json};
 
@@ -49,11 +50,23 @@ async fn list(
         .tracking(&vhost, &stream)
         .await
         .map_err(broker_error)?;
+    // Read after the tracking data, so a stored offset is never ahead of it.
+    let last = match api.0.broker.stream_info(&vhost, &stream).map(|i| i.status) {
+        Some(StreamStatus::Running { stats, .. }) => stats.next_offset.checked_sub(1),
+        _ => None,
+    };
     let rows = |kind: &str, items: Vec<(String, u64)>| -> Vec<Value> {
         items
             .into_iter()
             .filter(|(name, _)| reference.as_ref().is_none_or(|r| r == name))
-            .map(|(name, v)| json!({ "type": kind, "name": name, "tracking_value": v }))
+            .map(|(name, v)| {
+                let mut row = json!({ "type": kind, "name": name, "tracking_value": v });
+                if kind == "offset" {
+                    // How far the named consumer is behind the end of the stream.
+                    row["lag"] = json!(last.map_or(0, |l| l.saturating_sub(v)));
+                }
+                row
+            })
             .collect()
     };
     let mut out = rows("offset", tracked.offsets);

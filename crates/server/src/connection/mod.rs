@@ -211,6 +211,9 @@ impl<R: AsyncRead + Unpin> Connection<R> {
 
     /// Queues a frame, charged to the budget.
     async fn send(&self, frame: Frame) -> Result<(), ConnError> {
+        if let Some(code) = frame.response_code() {
+            self.ctx.broker.totals().error(code);
+        }
         let mut buf = BytesMut::new();
         frame.encode(&mut buf);
         let charge = self.charge(buf.len()).await?;

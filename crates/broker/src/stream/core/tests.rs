@@ -63,7 +63,12 @@ fn target() -> ConfirmTarget {
     ConfirmTarget {
         outgoing: mpsc::unbounded_channel().0,
         publisher_id: 1,
-        publisher: Arc::new(PublisherCounters::new(1, StreamId::new("/", "t"), "")),
+        publisher: Arc::new(PublisherCounters::new(
+            1,
+            StreamId::new("/", "t"),
+            "",
+            Arc::default(),
+        )),
     }
 }
 
@@ -79,6 +84,7 @@ fn cmd(target: &ConfirmTarget, ids: &[u64], epoch: u64, charge: Charge) -> Publi
         target: target.clone(),
         epoch,
         charge,
+        received: Instant::now(),
     }
 }
 

@@ -1,10 +1,10 @@
-//! The process's resource use, read from `/proc` and the file system, for `/api/nodes` (and
-//! later the metrics endpoint). Every value is best effort: 0 when it cannot be read.
+//! The process's resource use, read from `/proc` and the file system, for the metrics and
+//! `/api/nodes`. Every value is best effort: 0 when it cannot be read.
 
 use std::path::Path;
 
 #[derive(Debug, Clone, Default)]
-pub(crate) struct NodeStats {
+pub struct NodeStats {
     /// Resident set size.
     pub memory_bytes: u64,
     /// Physical memory of the machine.
@@ -16,7 +16,7 @@ pub(crate) struct NodeStats {
 }
 
 impl NodeStats {
-    pub(crate) fn read(data_dir: &Path) -> NodeStats {
+    pub fn read(data_dir: &Path) -> NodeStats {
         NodeStats {
             memory_bytes: rss_bytes().unwrap_or(0),
             memory_total_bytes: mem_total_bytes().unwrap_or(0),
