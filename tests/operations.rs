@@ -203,6 +203,23 @@ async fn ctl_commands_against_a_real_brook() {
         }))
         .await;
 
+    // tail: the stored messages, one per line (raw bodies here: not AMQP 1.0).
+    let (code, out) = ctl(
+        url,
+        &[
+            "tail", "-p", "prod", "app-s", "--from", "first", "--count", "3",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].starts_with("0  ") && lines[0].ends_with("  m"),
+        "{out}"
+    );
+    assert!(lines[2].starts_with("2  "), "{out}");
+
     let publishers = ctl_json(url, &["list_stream_publishers", "-p", "prod"]);
     assert_eq!(publishers[0]["reference"], "app-writer");
     assert_eq!(publishers[0]["messages_published"], 10);

@@ -141,6 +141,17 @@ pub enum Command {
         #[arg(long, default_value = "first")]
         to: String,
     },
+    /// Prints a stream's messages as they arrive, decoded (AMQP 1.0 properties and body).
+    /// One line per message; with `--format json`, one JSON object per line.
+    Tail {
+        stream: String,
+        /// `first`, `last`, `next`, an offset, or `timestamp:<ms since the epoch>`.
+        #[arg(long, default_value = "next")]
+        from: String,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Adds a user (no tags, no permissions). The password is read from stdin if omitted.
     AddUser {
         username: String,
@@ -233,6 +244,11 @@ pub fn run(args: CtlArgs, out: &mut dyn Write) -> Result<(), CtlError> {
             reference,
             to,
         } => streams::reset_offset(&ctx, &stream, &reference, &to, out),
+        Command::Tail {
+            stream,
+            from,
+            count,
+        } => streams::tail(&ctx, &stream, &from, count, out),
         other => admin::run(&ctx, other, out),
     }
 }

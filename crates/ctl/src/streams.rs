@@ -209,6 +209,62 @@ pub(crate) fn reset_offset(
     Ok(())
 }
 
+/// Long-polls the message browser's route and prints what arrives.
+pub(crate) fn tail(
+    ctx: &Ctx,
+    stream: &str,
+    from: &str,
+    count: Option<u64>,
+    out: &mut dyn Write,
+) -> Result<(), CtlError> {
+    let mut position = match from.strip_prefix("timestamp:") {
+        Some(ms) => format!("timestamp={}", parse_number(ms)?),
+        None if ["first", "last", "next"].contains(&from) => format!("offset={from}"),
+        None => format!("offset={}", parse_number(from)?),
+    };
+    let base = format!("/api/stream/messages/{}/{}", seg(ctx.vhost), seg(stream));
+    let mut printed = 0u64;
+    loop {
+        let page = ctx
+            .client
+            .get(&format!("{base}?{position}&limit=100&wait_ms=10000"))?;
+        for m in page["messages"].as_array().into_iter().flatten() {
+            if count.is_some_and(|c| printed >= c) {
+                return Ok(());
+            }
+            match ctx.format {
+                crate::Format::Json => writeln!(out, "{m}")?,
+                crate::Format::Table => writeln!(out, "{}", one_line(m))?,
+            }
+            printed += 1;
+        }
+        out.flush()?;
+        if count.is_some_and(|c| printed >= c) {
+            return Ok(());
+        }
+        position = format!("offset={}", page["next_offset"]);
+    }
+}
+
+/// `offset  time  [content-type]  body`: the body as JSON or text if it is, else hex.
+fn one_line(m: &Value) -> String {
+    let body = &m["body"];
+    let shown = if let Some(v) = body.get("value") {
+        v.to_string()
+    } else if let Some(v) = body.get("json") {
+        v.to_string()
+    } else if let Some(t) = body["text"].as_str() {
+        t.replace('\n', "\\n")
+    } else {
+        format!("0x{}", body["hex"].as_str().unwrap_or(""))
+    };
+    let content_type = m["properties"]["content_type"]
+        .as_str()
+        .map(|t| format!("  [{t}]"))
+        .unwrap_or_default();
+    format!("{}  {}{content_type}  {shown}", m["offset"], m["timestamp"])
+}
+
 fn parse_number(s: &str) -> Result<u64, CtlError> {
     s.parse()
         .map_err(|_| CtlError::Usage(format!("not a number: {s:?}")))

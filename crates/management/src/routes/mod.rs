@@ -3,6 +3,7 @@
 
 mod access;
 mod connections;
+mod console;
 mod exchanges;
 mod messages;
 mod overview;
@@ -34,6 +35,7 @@ pub(crate) fn router(api: Arc<Api>) -> Router {
         .merge(connections::routes())
         .merge(tracking::routes())
         .merge(messages::routes())
+        .merge(console::routes())
         .guarded(
             "/api/definitions",
             get(crate::definitions::export).post(crate::definitions::import),

@@ -48,7 +48,7 @@ fn queue_json(api: &Api, info: &StreamInfo, consumers: usize) -> Value {
         StreamStatus::Creating { arguments } => (arguments_json(arguments), "running", 0),
         StreamStatus::Unavailable { .. } => (Map::new(), "down", 0),
     };
-    json!({
+    let mut out = json!({
         "arguments": arguments,
         "auto_delete": false,
         "consumers": consumers,
@@ -71,7 +71,21 @@ fn queue_json(api: &Api, info: &StreamInfo, consumers: usize) -> Value {
         "state": state,
         "type": "stream",
         "vhost": info.id.vhost,
-    })
+    });
+    // brook's own: what the log holds (RabbitMQ shows none of this over HTTP).
+    if let StreamStatus::Running { stats, .. } = &info.status {
+        out["brook"] = json!({
+            "bytes": stats.bytes,
+            "segments": stats.segments,
+            "chunks": stats.chunks,
+            "first_offset": stats.first_chunk_id,
+            "committed_offset": stats.next_offset.checked_sub(1),
+        });
+    }
+    if let StreamStatus::Unavailable { reason } = &info.status {
+        out["brook"] = json!({ "unavailable": reason });
+    }
+    out
 }
 
 fn listing(api: &Api, caller: &crate::auth::Caller, vhost: Option<&str>) -> Vec<Value> {
