@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Times a Prometheus scrape of a release brook holding N streams (default 1,000), each with a
-# stored consumer offset (so every stream's tracking is read too).
+# Times a Prometheus scrape of a release brook holding N empty streams (default 1,000). Every
+# scrape asks each stream's writer for its tracking data, so this is the per-stream cost.
 #
 #   bench/scrape-metrics.sh            # N=1000
 #   STREAMS=5000 bench/scrape-metrics.sh
