@@ -1,6 +1,7 @@
 //! Virtual hosts, users and permissions (`rabbit_mgmt_wm_vhost*`, `_user*`, `_permission*`).
 //! Every route but the vhost list needs the administrator tag.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -26,13 +27,13 @@ pub(super) fn routes() -> Router<Arc<Api>> {
             "/api/vhosts/{vhost}",
             get(get_vhost).put(put_vhost).delete(delete_vhost),
         )
-        .guarded("/api/vhosts/{vhost}/permissions", get(vhost_permissions))
+        .guarded("/api/vhosts/{vhost}/permissions", get(list_permissions))
         .guarded("/api/users", get(list_users))
         .guarded(
             "/api/users/{user}",
             get(get_user).put(put_user).delete(delete_user),
         )
-        .guarded("/api/users/{user}/permissions", get(user_permissions))
+        .guarded("/api/users/{user}/permissions", get(list_permissions))
         .guarded("/api/permissions", get(list_permissions))
         .guarded(
             "/api/permissions/{vhost}/{user}",
@@ -297,55 +298,28 @@ fn permission_json(p: &Permission) -> Value {
     })
 }
 
+/// `/api/permissions`, `/api/vhosts/V/permissions` and `/api/users/U/permissions`: every
+/// permission, or those of one (existing) vhost or user.
 async fn list_permissions(
     api: Ctx,
     caller: Who,
+    params: Option<Path<HashMap<String, String>>>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
     caller.0.require_admin()?;
+    let params = params.map(|Path(p)| p).unwrap_or_default();
+    let (vhost, user) = (params.get("vhost"), params.get("user"));
+    if vhost.is_some_and(|v| api.0.access.vhost(v).is_none())
+        || user.is_some_and(|u| api.0.access.user(u).is_none())
+    {
+        return Err(ApiError::NotFound);
+    }
     let items = api
         .0
         .access
         .permissions()
         .iter()
-        .map(permission_json)
-        .collect();
-    respond(items, &q, &["vhost", "user"])
-}
-
-async fn vhost_permissions(
-    api: Ctx,
-    caller: Who,
-    Path(vhost): Path<String>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Response> {
-    caller.0.require_admin()?;
-    api.0.access.vhost(&vhost).ok_or(ApiError::NotFound)?;
-    let items = api
-        .0
-        .access
-        .permissions()
-        .iter()
-        .filter(|p| p.vhost == vhost)
-        .map(permission_json)
-        .collect();
-    respond(items, &q, &["vhost", "user"])
-}
-
-async fn user_permissions(
-    api: Ctx,
-    caller: Who,
-    Path(user): Path<String>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Response> {
-    caller.0.require_admin()?;
-    api.0.access.user(&user).ok_or(ApiError::NotFound)?;
-    let items = api
-        .0
-        .access
-        .permissions()
-        .iter()
-        .filter(|p| p.user == user)
+        .filter(|p| vhost.is_none_or(|v| &p.vhost == v) && user.is_none_or(|u| &p.user == u))
         .map(permission_json)
         .collect();
     respond(items, &q, &["vhost", "user"])

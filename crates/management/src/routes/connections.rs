@@ -2,7 +2,7 @@
 //! (`rabbit_mgmt_wm_connection*`, `rabbit_stream_*_mgmt`). Users without the monitoring tag
 //! see their own connections only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::Router;
@@ -33,24 +33,24 @@ pub(super) fn routes() -> Router<Arc<Api>> {
         )
         .guarded(
             "/api/stream/connections/{vhost}/{name}/publishers",
-            get(connection_publishers),
+            get(list_publishers),
         )
         .guarded(
             "/api/stream/connections/{vhost}/{name}/consumers",
-            get(connection_consumers),
+            get(list_consumers),
         )
-        .guarded("/api/stream/publishers", get(publishers_all))
-        .guarded("/api/stream/publishers/{vhost}", get(publishers_vhost))
+        .guarded("/api/stream/publishers", get(list_publishers))
+        .guarded("/api/stream/publishers/{vhost}", get(list_publishers))
         .guarded(
             "/api/stream/publishers/{vhost}/{stream}",
-            get(publishers_stream),
+            get(list_publishers),
         )
-        .guarded("/api/stream/consumers", get(consumers_all))
-        .guarded("/api/stream/consumers/{vhost}", get(consumers_vhost))
+        .guarded("/api/stream/consumers", get(list_consumers))
+        .guarded("/api/stream/consumers/{vhost}", get(list_consumers))
         // Not in RabbitMQ (which lists consumers per vhost only): the publishers' form.
         .guarded(
             "/api/stream/consumers/{vhost}/{stream}",
-            get(consumers_stream),
+            get(list_consumers),
         )
 }
 
@@ -371,92 +371,46 @@ fn consumer_list(
     respond(items, q, &[])
 }
 
-async fn publishers_all(api: Ctx, caller: Who, Query(q): Query<ListQuery>) -> ApiResult<Response> {
-    publisher_list(&api.0, &caller.0, Scope::default(), &q)
+/// The route's `{vhost}`, `{stream}` and connection `{name}`, whichever it has.
+type Params = Option<Path<HashMap<String, String>>>;
+
+impl<'a> Scope<'a> {
+    /// The scope a route names; a named connection must be one the caller may see.
+    fn of(api: &Api, caller: &Caller, params: &'a HashMap<String, String>) -> ApiResult<Scope<'a>> {
+        let scope = Scope {
+            vhost: params.get("vhost").map(String::as_str),
+            stream: params.get("stream").map(String::as_str),
+            connection: params.get("name").map(String::as_str),
+        };
+        if let Some(name) = scope.connection {
+            find(api, caller, name, scope.vhost)?;
+            return Ok(Scope {
+                vhost: None,
+                ..scope
+            });
+        }
+        Ok(scope)
+    }
 }
 
-async fn publishers_vhost(
+async fn list_publishers(
     api: Ctx,
     caller: Who,
-    Path(vhost): Path<String>,
+    params: Params,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
-    let scope = Scope {
-        vhost: Some(&vhost),
-        ..Scope::default()
-    };
+    let params = params.map(|Path(p)| p).unwrap_or_default();
+    let scope = Scope::of(&api.0, &caller.0, &params)?;
     publisher_list(&api.0, &caller.0, scope, &q)
 }
 
-async fn publishers_stream(
+async fn list_consumers(
     api: Ctx,
     caller: Who,
-    Path((vhost, stream)): Path<(String, String)>,
+    params: Params,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
-    let scope = Scope {
-        vhost: Some(&vhost),
-        stream: Some(&stream),
-        ..Scope::default()
-    };
-    publisher_list(&api.0, &caller.0, scope, &q)
-}
-
-async fn consumers_all(api: Ctx, caller: Who, Query(q): Query<ListQuery>) -> ApiResult<Response> {
-    consumer_list(&api.0, &caller.0, Scope::default(), &q)
-}
-
-async fn consumers_vhost(
-    api: Ctx,
-    caller: Who,
-    Path(vhost): Path<String>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Response> {
-    let scope = Scope {
-        vhost: Some(&vhost),
-        ..Scope::default()
-    };
-    consumer_list(&api.0, &caller.0, scope, &q)
-}
-
-async fn consumers_stream(
-    api: Ctx,
-    caller: Who,
-    Path((vhost, stream)): Path<(String, String)>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Response> {
-    let scope = Scope {
-        vhost: Some(&vhost),
-        stream: Some(&stream),
-        ..Scope::default()
-    };
-    consumer_list(&api.0, &caller.0, scope, &q)
-}
-
-async fn connection_publishers(
-    api: Ctx,
-    caller: Who,
-    Path((vhost, name)): Path<(String, String)>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Response> {
-    find(&api.0, &caller.0, &name, Some(&vhost))?;
-    let scope = Scope {
-        connection: Some(&name),
-        ..Scope::default()
-    };
-    publisher_list(&api.0, &caller.0, scope, &q)
-}
-
-async fn connection_consumers(
-    api: Ctx,
-    caller: Who,
-    Path((vhost, name)): Path<(String, String)>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Response> {
-    find(&api.0, &caller.0, &name, Some(&vhost))?;
-    let scope = Scope {
-        connection: Some(&name),
-        ..Scope::default()
-    };
+    let params = params.map(|Path(p)| p).unwrap_or_default();
+    let scope = Scope::of(&api.0, &caller.0, &params)?;
     consumer_list(&api.0, &caller.0, scope, &q)
 }
