@@ -163,46 +163,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%addr, "TLS listener");
         listeners.push(listener("stream/ssl", addr));
     }
-    // The HTTP listeners stop when the stream listener does.
+    // The HTTP listeners stop when the stream listener does (when `stop` is dropped).
     let (stop, stopped) = tokio::sync::watch::channel(());
-    let mut http_tasks = Vec::new();
-    if !args.no_prometheus {
-        let addr = args.prometheus_listen;
-        let tcp = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listening on {addr}"))?;
-        let addr = tcp.local_addr()?;
-        tracing::info!(%addr, "Prometheus metrics");
-        listeners.push(listener("http/prometheus", addr));
-        let until = stop_signal(stopped.clone());
-        http_tasks.push(tokio::spawn(brook_metrics::serve(
-            tcp,
-            metrics.clone(),
-            until,
-        )));
-    }
-    if !args.no_http {
-        let api = Api {
-            broker: broker.clone(),
-            access,
-            connections: server.connections(),
-            node: metrics.node.clone(),
-            data_dir: args.data_dir.clone(),
-            listeners: Vec::new(),
-            rabbitmq_version: metrics.rabbitmq_version.clone(),
-            started: std::time::Instant::now(),
-            metrics,
-            rates: Default::default(),
-        };
-        let mut management = Management::bind(args.http_listen, api)
-            .await
-            .with_context(|| format!("listening on {}", args.http_listen))?;
-        let addr = management.local_addr()?;
-        tracing::info!(%addr, "management API");
-        listeners.push(listener("http", addr));
-        management.set_listeners(listeners);
-        http_tasks.push(tokio::spawn(management.serve(stop_signal(stopped))));
-    }
+    let http_tasks = start_http(&args, &server, access, metrics, listeners, stopped).await?;
     tracing::info!(
         addr = %server.local_addr()?,
         data_dir = %args.data_dir.display(),
@@ -222,6 +185,56 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     broker.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The Prometheus listener and the management API (with the console), unless disabled.
+async fn start_http(
+    args: &ServeArgs,
+    server: &Server,
+    access: Arc<AccessStore>,
+    metrics: Arc<Metrics>,
+    mut listeners: Vec<ListenerInfo>,
+    stopped: tokio::sync::watch::Receiver<()>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut http_tasks = Vec::new();
+    if !args.no_prometheus {
+        let addr = args.prometheus_listen;
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr}"))?;
+        let addr = tcp.local_addr()?;
+        tracing::info!(%addr, "Prometheus metrics");
+        listeners.push(listener("http/prometheus", addr));
+        let until = stop_signal(stopped.clone());
+        http_tasks.push(tokio::spawn(brook_metrics::serve(
+            tcp,
+            metrics.clone(),
+            until,
+        )));
+    }
+    if !args.no_http {
+        let api = Api {
+            broker: metrics.broker.clone(),
+            access,
+            connections: server.connections(),
+            node: metrics.node.clone(),
+            data_dir: args.data_dir.clone(),
+            listeners: Vec::new(),
+            rabbitmq_version: metrics.rabbitmq_version.clone(),
+            started: std::time::Instant::now(),
+            metrics,
+            rates: Default::default(),
+        };
+        let mut management = Management::bind(args.http_listen, api)
+            .await
+            .with_context(|| format!("listening on {}", args.http_listen))?;
+        let addr = management.local_addr()?;
+        tracing::info!(%addr, "management API");
+        listeners.push(listener("http", addr));
+        management.set_listeners(listeners);
+        http_tasks.push(tokio::spawn(management.serve(stop_signal(stopped))));
+    }
+    Ok(http_tasks)
 }
 
 /// Completes when the sender is dropped.

@@ -10,6 +10,41 @@ use crate::{Command, CtlError, Ctx, banner};
 
 pub(crate) fn run(ctx: &Ctx, command: Command, out: &mut dyn Write) -> Result<(), CtlError> {
     match command {
+        c @ (Command::AddUser { .. }
+        | Command::DeleteUser { .. }
+        | Command::ChangePassword { .. }
+        | Command::SetUserTags { .. }
+        | Command::ListUsers) => users(ctx, c, out),
+        c @ (Command::SetPermissions { .. }
+        | Command::ClearPermissions { .. }
+        | Command::ListPermissions) => permissions(ctx, c, out),
+        c @ (Command::AddVhost { .. }
+        | Command::DeleteVhost { .. }
+        | Command::ListVhosts { .. }) => vhosts(ctx, c, out),
+        Command::ExportDefinitions { file } => export(ctx, &file, out),
+        Command::ImportDefinitions { file } => import(ctx, file.as_deref()),
+        Command::CloseConnection { name, explanation } => {
+            banner(&format!("Closing connection {name} ..."));
+            let reason = explanation.unwrap_or_else(|| "Closed via brook ctl".into());
+            ctx.client
+                .delete(&format!("/api/connections/{}", seg(&name)), Some(&reason))
+                .map(drop)
+        }
+        _ => Err(CtlError::Usage("not an admin command".into())),
+    }
+}
+
+/// A deletion that succeeds when there was nothing to delete, as rabbitmqctl's.
+fn ignore_missing(r: Result<Value, CtlError>) -> Result<(), CtlError> {
+    match r {
+        Err(CtlError::Api { status: 404, .. }) | Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Users: add (password from stdin if not given), delete, password, tags, list.
+fn users(ctx: &Ctx, command: Command, out: &mut dyn Write) -> Result<(), CtlError> {
+    match command {
         Command::AddUser {
             username,
             password,
@@ -17,14 +52,10 @@ pub(crate) fn run(ctx: &Ctx, command: Command, out: &mut dyn Write) -> Result<()
         } => add_user(ctx, &username, password, pre_hashed_password),
         Command::DeleteUser { username } => {
             banner(&format!("Deleting user \"{username}\" ..."));
-            // Deleting a missing user succeeds, as in rabbitmqctl.
-            match ctx
-                .client
-                .delete(&format!("/api/users/{}", seg(&username)), None)
-            {
-                Err(CtlError::Api { status: 404, .. }) | Ok(_) => Ok(()),
-                Err(e) => Err(e),
-            }
+            ignore_missing(
+                ctx.client
+                    .delete(&format!("/api/users/{}", seg(&username)), None),
+            )
         }
         Command::ChangePassword { username, password } => {
             banner(&format!("Changing password for user \"{username}\" ..."));
@@ -49,6 +80,13 @@ pub(crate) fn run(ctx: &Ctx, command: Command, out: &mut dyn Write) -> Result<()
                 other => lookup(u, other),
             })
         }
+        _ => Err(CtlError::Usage("not a users command".into())),
+    }
+}
+
+/// Permissions in the command's vhost.
+fn permissions(ctx: &Ctx, command: Command, out: &mut dyn Write) -> Result<(), CtlError> {
+    match command {
         Command::SetPermissions {
             username,
             configure,
@@ -70,10 +108,7 @@ pub(crate) fn run(ctx: &Ctx, command: Command, out: &mut dyn Write) -> Result<()
                 "Clearing permissions for user \"{username}\" in vhost \"{}\" ...",
                 ctx.vhost
             ));
-            match ctx.client.delete(&permission_path(ctx, &username), None) {
-                Err(CtlError::Api { status: 404, .. }) | Ok(_) => Ok(()),
-                Err(e) => Err(e),
-            }
+            ignore_missing(ctx.client.delete(&permission_path(ctx, &username), None))
         }
         Command::ListPermissions => {
             banner(&format!(
@@ -89,6 +124,13 @@ pub(crate) fn run(ctx: &Ctx, command: Command, out: &mut dyn Write) -> Result<()
                 .into();
             print(out, ctx.format, &cols, &items, lookup)
         }
+        _ => Err(CtlError::Usage("not a permissions command".into())),
+    }
+}
+
+/// Virtual hosts.
+fn vhosts(ctx: &Ctx, command: Command, out: &mut dyn Write) -> Result<(), CtlError> {
+    match command {
         Command::AddVhost {
             vhost,
             description,
@@ -120,16 +162,7 @@ pub(crate) fn run(ctx: &Ctx, command: Command, out: &mut dyn Write) -> Result<()
             };
             print(out, ctx.format, &cols, &items, lookup)
         }
-        Command::ExportDefinitions { file } => export(ctx, &file, out),
-        Command::ImportDefinitions { file } => import(ctx, file.as_deref()),
-        Command::CloseConnection { name, explanation } => {
-            banner(&format!("Closing connection {name} ..."));
-            let reason = explanation.unwrap_or_else(|| "Closed via brook ctl".into());
-            ctx.client
-                .delete(&format!("/api/connections/{}", seg(&name)), Some(&reason))
-                .map(drop)
-        }
-        _ => Err(CtlError::Usage("not an admin command".into())),
+        _ => Err(CtlError::Usage("not a vhosts command".into())),
     }
 }
 

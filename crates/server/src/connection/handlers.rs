@@ -74,16 +74,48 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         session: &mut Session,
         frame: Frame,
     ) -> Result<Result<Option<Frame>, Flow>, ConnError> {
-        let broker = self.ctx.broker.clone();
-        let vhost = self.handshake.vhost.clone();
         let reply = match frame {
             Frame::Heartbeat(_) | Frame::CloseResponse(_) => None,
-            Frame::Credit(c) => session.credit(c.subscription_id, c.credit).err().map(|e| {
-                Frame::CreditResponse(CreditResponse {
-                    code: e.code(),
-                    subscription_id: c.subscription_id,
-                })
-            }),
+            Frame::DeclarePublisher(_)
+            | Frame::DeletePublisher(_)
+            | Frame::QueryPublisherSequence(_) => self.publishing(session, frame).await,
+            Frame::Credit(_)
+            | Frame::Subscribe(_)
+            | Frame::Unsubscribe(_)
+            | Frame::QueryOffset(_)
+            | Frame::ConsumerUpdateResponse(_) => self.consuming(session, frame).await?,
+            Frame::Create(_) | Frame::Delete(_) | Frame::Metadata(_) | Frame::StreamStats(_) => {
+                self.streams(session, frame).await
+            }
+            Frame::CreateSuperStream(_)
+            | Frame::DeleteSuperStream(_)
+            | Frame::Route(_)
+            | Frame::Partitions(_) => self.super_streams(frame).await,
+            Frame::ExchangeCommandVersions(c) => Some(self.exchange_command_versions(c)),
+            Frame::SaslAuthenticate(a) => return self.reauthenticate(a).await.map(Err),
+            Frame::Close(c) => {
+                self.send(Frame::CloseResponse(Response {
+                    correlation_id: c.correlation_id,
+                    code: ResponseCode::OK,
+                }))
+                .await?;
+                let _ = self.out.send(Outgoing::Close);
+                return Ok(Err(Flow::Stop));
+            }
+            other => {
+                tracing::info!(peer = %self.peer, key = other.key(), "command not valid here");
+                return Ok(Err(Flow::ServerClose(
+                    ResponseCode::UNKNOWN_FRAME,
+                    "unknown frame",
+                )));
+            }
+        };
+        Ok(Ok(reply))
+    }
+
+    /// Publisher commands: DeclarePublisher needs write, QueryPublisherSequence read.
+    async fn publishing(&mut self, session: &mut Session, frame: Frame) -> Option<Frame> {
+        match frame {
             Frame::DeclarePublisher(c) => Some(Frame::DeclarePublisherResponse(response(
                 c.correlation_id,
                 self.check(Perm::Write, &c.stream).and_then(|()| {
@@ -111,6 +143,23 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                     },
                 ))
             }
+            _ => None,
+        }
+    }
+
+    /// Consumer commands: Subscribe and QueryOffset need read.
+    async fn consuming(
+        &mut self,
+        session: &mut Session,
+        frame: Frame,
+    ) -> Result<Option<Frame>, ConnError> {
+        let reply = match frame {
+            Frame::Credit(c) => session.credit(c.subscription_id, c.credit).err().map(|e| {
+                Frame::CreditResponse(CreditResponse {
+                    code: e.code(),
+                    subscription_id: c.subscription_id,
+                })
+            }),
             Frame::Subscribe(c) => {
                 self.subscribe(session, c).await?;
                 None
@@ -130,6 +179,23 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                     offset: r.unwrap_or(0),
                 }))
             }
+            // Never answered (the Rust client 0.11 waits for an answer, wrongly).
+            Frame::ConsumerUpdateResponse(r) => {
+                if let Some((id, active, _)) = self.consumer_updates.remove(&r.correlation_id) {
+                    session.consumer_update_answered(id, active, r.offset);
+                }
+                None
+            }
+            _ => None,
+        };
+        Ok(reply)
+    }
+
+    /// Stream commands: Create and Delete need configure, StreamStats read, Metadata either.
+    async fn streams(&mut self, session: &mut Session, frame: Frame) -> Option<Frame> {
+        let broker = self.ctx.broker.clone();
+        let vhost = self.handshake.vhost.clone();
+        match frame {
             Frame::Create(c) => {
                 let name =
                     stream_name(&c.stream).and_then(|n| self.check_owned(Perm::Configure, n));
@@ -160,24 +226,15 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                     r,
                 )))
             }
-            Frame::ExchangeCommandVersions(c) => Some(self.exchange_command_versions(c)),
-            Frame::SaslAuthenticate(a) => return self.reauthenticate(a).await.map(Err),
-            Frame::Close(c) => {
-                self.send(Frame::CloseResponse(Response {
-                    correlation_id: c.correlation_id,
-                    code: ResponseCode::OK,
-                }))
-                .await?;
-                let _ = self.out.send(Outgoing::Close);
-                return Ok(Err(Flow::Stop));
-            }
-            // Never answered (the Rust client 0.11 waits for an answer, wrongly).
-            Frame::ConsumerUpdateResponse(r) => {
-                if let Some((id, active, _)) = self.consumer_updates.remove(&r.correlation_id) {
-                    session.consumer_update_answered(id, active, r.offset);
-                }
-                None
-            }
+            _ => None,
+        }
+    }
+
+    /// Super stream commands, checked as RabbitMQ checks its exchange and bindings.
+    async fn super_streams(&mut self, frame: Frame) -> Option<Frame> {
+        let broker = self.ctx.broker.clone();
+        let vhost = self.handshake.vhost.clone();
+        match frame {
             Frame::CreateSuperStream(c) => {
                 let name =
                     stream_name(&c.name).and_then(|n| self.check_super_stream(n, &c.partitions));
@@ -238,15 +295,8 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                     streams: r.unwrap_or_default(),
                 }))
             }
-            other => {
-                tracing::info!(peer = %self.peer, key = other.key(), "command not valid here");
-                return Ok(Err(Flow::ServerClose(
-                    ResponseCode::UNKNOWN_FRAME,
-                    "unknown frame",
-                )));
-            }
-        };
-        Ok(Ok(reply))
+            _ => None,
+        }
     }
 
     async fn subscribe(&mut self, session: &mut Session, c: Subscribe) -> Result<(), ConnError> {
