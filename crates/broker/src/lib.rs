@@ -11,6 +11,7 @@
 //! * [`Session`] (`session/`) — one connection's publishers and subscriptions.
 //! * `delivery.rs` — one subscription's delivery task, reading the log directly.
 //! * [`Budget`] (`budget.rs`) — the one bound on what a connection makes the broker hold.
+//! * `queue.rs` — a connection's queues, which hold no memory while empty.
 //! * `sac.rs`, `super_streams.rs`, `bloom.rs`, `args.rs` — single active consumer, super
 //!   streams, filtering, stream arguments.
 
@@ -36,6 +37,7 @@ mod error;
 mod info;
 mod offsets;
 mod outgoing;
+pub mod queue;
 mod registry;
 mod sac;
 mod session;

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use brook_log::ReadChunk;
 use brook_protocol::ResponseCode;
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use crate::budget::Charge;
 use crate::counters::PublisherCounters;
+use crate::queue::QueueSender;
 
 /// Everything the broker sends to one connection, in order. Each item carries its [`Charge`]
 /// on the connection's budget, returned once the item is written.
@@ -42,7 +42,7 @@ pub enum Outgoing {
 }
 
 /// A connection's output queue. Unbounded as a channel, bounded by the charges its items hold.
-pub type OutgoingSender = mpsc::UnboundedSender<Outgoing>;
+pub type OutgoingSender = QueueSender<Outgoing>;
 
 /// Events for a connection's request loop (not for the client directly).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,4 +60,4 @@ pub enum ControlEvent {
     ConsumerUpdate { subscription_id: u8, active: bool },
 }
 
-pub type ControlSender = mpsc::UnboundedSender<ControlEvent>;
+pub type ControlSender = QueueSender<ControlEvent>;

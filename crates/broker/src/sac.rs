@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use tokio::sync::mpsc;
+use crate::outgoing::ControlSender;
 
 use crate::stream::StreamId;
 use crate::{ControlEvent, Error};
@@ -27,7 +27,7 @@ enum State {
 struct Member {
     conn: u64,
     subscription_id: u8,
-    control: mpsc::UnboundedSender<ControlEvent>,
+    control: ControlSender,
     state: State,
 }
 
@@ -101,7 +101,7 @@ impl Coordinator {
         partition_index: i32,
         conn: u64,
         subscription_id: u8,
-        control: &mpsc::UnboundedSender<ControlEvent>,
+        control: &ControlSender,
     ) -> Result<(), Error> {
         let mut groups = self.groups();
         let group = groups
@@ -164,18 +164,19 @@ impl Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::{QueueReceiver, queue};
 
     fn s() -> StreamId {
         StreamId::new("/", "s")
     }
 
-    fn member(c: &Coordinator, index: i32, conn: u64) -> mpsc::UnboundedReceiver<ControlEvent> {
-        let (tx, rx) = mpsc::unbounded_channel();
+    fn member(c: &Coordinator, index: i32, conn: u64) -> QueueReceiver<ControlEvent> {
+        let (tx, rx) = queue();
         c.register(&s(), "g", index, conn, 1, &tx).unwrap();
         rx
     }
 
-    fn update(rx: &mut mpsc::UnboundedReceiver<ControlEvent>) -> Option<bool> {
+    fn update(rx: &mut QueueReceiver<ControlEvent>) -> Option<bool> {
         match rx.try_recv() {
             Ok(ControlEvent::ConsumerUpdate { active, .. }) => Some(active),
             _ => None,
@@ -213,7 +214,7 @@ mod tests {
         // b leaves: a is the only one again.
         c.unregister(&s(), "g", 2, 1);
         assert_eq!(update(&mut a), Some(true));
-        let (tx, _) = mpsc::unbounded_channel();
+        let (tx, _) = queue();
         assert!(
             c.register(&s(), "g", 0, 9, 1, &tx).is_err(),
             "another partition index"

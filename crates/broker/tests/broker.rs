@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use brook_broker::queue::{QueueReceiver, queue};
 use brook_broker::{
     Broker, BrokerConfig, Budget, CONNECTION_BUDGET_BYTES, Charge, ControlEvent, Durability,
     Outgoing, Session,
@@ -13,17 +14,16 @@ use brook_broker::{
 use brook_protocol::{OffsetSpec, PublishBuilder};
 use brook_storage::Storage;
 use brook_storage::sim::SimDisk;
-use tokio::sync::mpsc;
 
 struct Conn {
     session: Session,
-    out: mpsc::UnboundedReceiver<Outgoing>,
-    _control: mpsc::UnboundedReceiver<ControlEvent>,
+    out: QueueReceiver<Outgoing>,
+    _control: QueueReceiver<ControlEvent>,
 }
 
 fn connect(broker: &Broker) -> Conn {
-    let (control, control_rx) = mpsc::unbounded_channel();
-    let (out, out_rx) = mpsc::unbounded_channel();
+    let (control, control_rx) = queue();
+    let (out, out_rx) = queue();
     Conn {
         session: broker.session("/", control, out, Budget::new(CONNECTION_BUDGET_BYTES)),
         out: out_rx,
@@ -341,7 +341,7 @@ async fn an_unreadable_stream_is_reported_never_removed() {
 }
 
 /// Confirmed and failed ids of the next `n` answers.
-async fn answers(out_rx: &mut mpsc::UnboundedReceiver<Outgoing>, n: usize) -> (Vec<u64>, Vec<u64>) {
+async fn answers(out_rx: &mut QueueReceiver<Outgoing>, n: usize) -> (Vec<u64>, Vec<u64>) {
     let (mut ok, mut err) = (Vec::new(), Vec::new());
     while ok.len() + err.len() < n {
         let next = tokio::time::timeout(Duration::from_secs(10), out_rx.recv()).await;
@@ -362,8 +362,8 @@ async fn a_full_disk_fences_the_publisher_and_loses_nothing() {
     let disk = SimDisk::new(5);
     let broker = Broker::open(sim_config(&disk)).unwrap();
     broker.create_stream("/", "s", &[]).await.unwrap();
-    let (control, mut control_rx) = mpsc::unbounded_channel();
-    let (out, mut out_rx) = mpsc::unbounded_channel();
+    let (control, mut control_rx) = queue();
+    let (out, mut out_rx) = queue();
     let mut session = broker.session("/", control, out, Budget::new(CONNECTION_BUDGET_BYTES));
     session.declare_publisher(1, "p", "s").unwrap();
     let mut confirmed = BTreeSet::new();

@@ -115,8 +115,12 @@ pub struct Log {
     shared: Arc<Shared>,
     /// The writer's segment list; readers see it as of the last commit.
     segments: Vec<SegmentInfo>,
-    segment_file: Box<dyn File>,
-    index_file: Box<dyn File>,
+    /// The active segment and its index, opened for appending on the first write and closed
+    /// again by [`Log::release_files`] once synced: an idle stream holds no descriptors, so
+    /// tens of thousands of streams fit the open-files limit (issue #12).
+    files: Option<ActiveFiles>,
+    /// Written since the last successful sync (files may only be released when false).
+    unsynced: bool,
     last_timestamp: i64,
     last_user_chunk: Option<Position>,
     tracking: Tracking,
@@ -151,12 +155,14 @@ impl Log {
             .last()
             .map_or(0, |s: &SegmentInfo| s.first_chunk_id);
         let mut segments = recovered.segments;
-        let (segment_file, index_file) = if segments.is_empty() {
+        if segments.is_empty() {
             segments.push(SegmentInfo::empty(0));
-            create_segment_files(&*storage, dir, 0)?
+            create_segment_files(&*storage, dir, 0)?;
         } else {
-            open_for_append(&*storage, dir, last)?
-        };
+            // Refuse to open a log whose active files cannot be appended to now, not at the
+            // first publish; then close them until that publish.
+            open_for_append(&*storage, dir, last)?;
+        }
         let last_user_chunk = recovered.last_user_chunk;
         let view = View {
             segments: segments.clone(),
@@ -169,8 +175,8 @@ impl Log {
             dir: dir.to_owned(),
             config,
             segments,
-            segment_file,
-            index_file,
+            files: None,
+            unsynced: false,
             last_timestamp: recovered.last_timestamp,
             last_user_chunk,
             tracking: recovered.tracking,
@@ -293,12 +299,43 @@ impl Log {
     /// sync may be lost, whatever later syncs say.
     pub fn sync(&mut self) -> Result<()> {
         let first = self.active().first_chunk_id;
+        // Closed files hold nothing unsynced: they are only released after a good sync.
+        let Some(files) = &self.files else {
+            return Ok(());
+        };
         let sync = |file: &dyn File, path: PathBuf| {
             file.sync_data()
                 .map_err(|source| LogError::Sync { path, source })
         };
-        sync(&*self.segment_file, segment_path(&self.dir, first))?;
-        sync(&*self.index_file, index_path(&self.dir, first))
+        sync(&*files.segment, segment_path(&self.dir, first))?;
+        sync(&*files.index, index_path(&self.dir, first))?;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Whether the active files are open.
+    pub fn holds_files(&self) -> bool {
+        self.files.is_some()
+    }
+
+    /// Closes the active files of an idle log after a good [`sync`](Self::sync); they are
+    /// opened again by the next write. Returns false (and keeps them) if something written
+    /// is not synced: a write-back error must reach a descriptor that saw the write.
+    pub fn release_files(&mut self) -> bool {
+        if self.unsynced {
+            return false;
+        }
+        self.files = None;
+        true
+    }
+
+    /// The active files, opened for appending if they were released.
+    fn files(&mut self) -> Result<&mut ActiveFiles> {
+        if self.files.is_none() {
+            let first = self.active().first_chunk_id;
+            self.files = Some(open_for_append(&*self.storage, &self.dir, first)?);
+        }
+        self.files.as_mut().ok_or(LogError::Poisoned)
     }
 
     /// Publishes everything appended so far to readers.
@@ -343,10 +380,7 @@ impl Log {
             // log. One fdatasync per segment (500 MB by default), whatever the durability.
             self.sync()?;
             let first = self.next_offset();
-            let (segment_file, index_file) =
-                create_segment_files(&*self.storage, &self.dir, first)?;
-            self.segment_file = segment_file;
-            self.index_file = index_file;
+            self.files = Some(create_segment_files(&*self.storage, &self.dir, first)?);
             self.segments.push(SegmentInfo::empty(first));
             self.segments_changed = true;
             // Every segment after the first starts with the whole tracking state, so recovery
@@ -429,14 +463,18 @@ impl Log {
             slices.push(piece.trailer);
         }
         let segment = self.active().first_chunk_id;
-        let written = self
-            .segment_file
+        let dir = self.dir.clone();
+        self.unsynced = true;
+        let files = self.files()?;
+        let written = files
+            .segment
             .append(&slices)
-            .map_err(LogError::io(segment_path(&self.dir, segment)))
+            .map_err(LogError::io(segment_path(&dir, segment)))
             .and_then(|()| {
-                self.index_file
+                files
+                    .index
                     .append(&[&records])
-                    .map_err(LogError::io(index_path(&self.dir, segment)))
+                    .map_err(LogError::io(index_path(&dir, segment)))
             });
         if let Err(e) = written {
             self.roll_back(position);
@@ -507,8 +545,9 @@ impl Log {
         let records = self.active().chunks;
         let index_len = FILE_HEADER_LEN + records * crate::format::INDEX_RECORD_LEN;
         // Both files append, so after the cut the next write lands right there.
-        let ok = self.segment_file.set_len(position).is_ok()
-            && self.index_file.set_len(index_len).is_ok();
+        let ok = self.files.as_mut().is_some_and(|f| {
+            f.segment.set_len(position).is_ok() && f.index.set_len(index_len).is_ok()
+        });
         if !ok {
             tracing::error!(dir = %self.dir.display(), "could not roll back a failed write; log is now read-only");
             self.poisoned = true;
@@ -593,11 +632,18 @@ impl Log {
     }
 }
 
+/// A segment and its index, open for appending.
+#[derive(Debug)]
+pub(crate) struct ActiveFiles {
+    segment: Box<dyn File>,
+    index: Box<dyn File>,
+}
+
 pub(crate) fn create_segment_files(
     storage: &dyn Storage,
     dir: &Path,
     first_chunk_id: u64,
-) -> Result<(Box<dyn File>, Box<dyn File>)> {
+) -> Result<ActiveFiles> {
     let create = |path: PathBuf, header: &[u8]| -> Result<Box<dyn File>> {
         let mut f = storage
             .open(&path, OpenMode::Create)
@@ -607,24 +653,20 @@ pub(crate) fn create_segment_files(
         f.sync_data().map_err(LogError::io(&path))?;
         Ok(f)
     };
-    let seg = create(segment_path(dir, first_chunk_id), &SEGMENT_HEADER)?;
-    let idx = create(index_path(dir, first_chunk_id), &INDEX_HEADER)?;
+    let segment = create(segment_path(dir, first_chunk_id), &SEGMENT_HEADER)?;
+    let index = create(index_path(dir, first_chunk_id), &INDEX_HEADER)?;
     sync_dir(storage, dir)?;
-    Ok((seg, idx))
+    Ok(ActiveFiles { segment, index })
 }
 
-fn open_for_append(
-    storage: &dyn Storage,
-    dir: &Path,
-    first_chunk_id: u64,
-) -> Result<(Box<dyn File>, Box<dyn File>)> {
+fn open_for_append(storage: &dyn Storage, dir: &Path, first_chunk_id: u64) -> Result<ActiveFiles> {
     let open = |path: PathBuf| -> Result<Box<dyn File>> {
         storage
             .open(&path, OpenMode::Append)
             .map_err(LogError::io(&path))
     };
-    Ok((
-        open(segment_path(dir, first_chunk_id))?,
-        open(index_path(dir, first_chunk_id))?,
-    ))
+    Ok(ActiveFiles {
+        segment: open(segment_path(dir, first_chunk_id))?,
+        index: open(index_path(dir, first_chunk_id))?,
+    })
 }

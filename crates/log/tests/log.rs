@@ -531,3 +531,43 @@ fn readers_at_the_end_read_kept_chunks() {
     cursor.read(1 << 20, &mut rest).unwrap();
     assert_eq!(user_messages(&rest), [(4, b"four".to_vec())]);
 }
+
+/// Descriptors this process has open on files in `dir` (other tests run alongside).
+fn open_files_in(dir: &Path) -> usize {
+    fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}
+
+#[test]
+fn an_idle_log_holds_no_files_and_reopens_them_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(disk(), dir.path(), LogConfig::default()).unwrap();
+    assert!(
+        !log.holds_files(),
+        "a new log opens its files at the first write"
+    );
+    assert_eq!(open_files_in(dir.path()), 0);
+    append(&mut log, &[b"one"], &[]);
+    assert!(log.holds_files());
+    assert_eq!(
+        open_files_in(dir.path()),
+        2,
+        "the active segment and its index"
+    );
+    assert!(!log.release_files(), "kept while a write is not synced");
+    log.sync().unwrap();
+    assert!(log.release_files());
+    assert_eq!(open_files_in(dir.path()), 0);
+    append(&mut log, &[b"two"], &[]);
+    log.sync().unwrap();
+    drop(log);
+    let (log, _) = Log::open(disk(), dir.path(), LogConfig::default()).unwrap();
+    let got: Vec<Vec<u8>> = user_messages(&read_all(&log.reader(), Seek::First))
+        .into_iter()
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
+}

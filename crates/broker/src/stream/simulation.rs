@@ -23,7 +23,7 @@ use brook_protocol::chunk::{self, Entry};
 use brook_protocol::{PublishBuilder, ResponseCode};
 use brook_storage::SharedStorage;
 use brook_storage::sim::{Fault, SimDisk};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::core::{Core, CoreConfig, Reply};
 use super::writer::StreamWriter;
@@ -206,7 +206,7 @@ fn run(disk: &SimDisk, plan: &Plan) -> Observed {
     let Some(mut writer) = create(&storage, plan) else {
         return seen;
     };
-    let outgoing = mpsc::unbounded_channel().0;
+    let outgoing = crate::queue::queue().0;
     let mut now = Instant::now();
     let mut offset = 0;
     for _ in 0..plan.steps {
@@ -248,6 +248,14 @@ fn run(disk: &SimDisk, plan: &Plan) -> Observed {
             outcome.committed = more.committed.or(outcome.committed);
             outcome.fence = more.fence;
         }
+        // The stream goes idle now and then: it syncs, closes its files and reopens them at
+        // the next write.
+        if rng.below(4) == 0 {
+            let more = writer.release_files(now);
+            outcome.replies.extend(more.replies);
+            outcome.committed = more.committed.or(outcome.committed);
+            outcome.fence = more.fence;
+        }
         answer(&mut seen, outcome.replies, outcome.fence);
     }
     seen
@@ -274,7 +282,7 @@ fn publish(
     p: &mut Producer,
     index: usize,
     order: u64,
-    outgoing: &mpsc::UnboundedSender<crate::outgoing::Outgoing>,
+    outgoing: &crate::outgoing::OutgoingSender,
     rng: &mut Rng,
 ) -> Command {
     let mut ids: Vec<u64> = std::mem::take(&mut p.failed).into_iter().collect();

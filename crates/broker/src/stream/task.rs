@@ -36,6 +36,8 @@ const INLINE_BATCH_BYTES: usize = 1 << 20;
 const SLOW_BATCH: Duration = Duration::from_millis(2);
 /// How long a stream then writes off the async workers.
 const SLOW_MODE: Duration = Duration::from_secs(30);
+/// A stream that has written nothing for this long syncs and closes its files.
+const RELEASE_FILES_AFTER: Duration = Duration::from_secs(30);
 
 /// A writer task's connections to the rest of the broker.
 #[derive(Debug)]
@@ -204,7 +206,12 @@ pub(crate) async fn run(
     let mut batch = Vec::new();
     // Commands taken but not handled yet (the last call stopped at its bound).
     let mut carried = Vec::new();
+    let mut active_at = Instant::now();
     loop {
+        let release_at = task
+            .writer
+            .holds_files()
+            .then(|| active_at + RELEASE_FILES_AFTER);
         let next = tokio::select! {
             // Timers first, so a writer that is never idle still syncs and applies retention.
             biased;
@@ -227,10 +234,21 @@ pub(crate) async fn run(
                 task = t;
                 Next::Idle
             }
+            _ = sleep_until(release_at), if carried.is_empty() => {
+                let Some((t, ())) = blocking(task, |t| {
+                    let outcome = t.writer.release_files(Instant::now());
+                    route(outcome, &t.links);
+                }).await else {
+                    return;
+                };
+                task = t;
+                Next::Idle
+            }
             n = task.commands.recv_many(&mut batch, MAX_BATCH_COMMANDS), if carried.is_empty() => {
                 if n == 0 {
                     break;
                 }
+                active_at = Instant::now();
                 let first = std::mem::take(&mut batch);
                 if task.inline(&first, Instant::now()) {
                     task.work_inline(first)

@@ -2,6 +2,9 @@
 
 use std::sync::atomic::Ordering;
 
+use super::reader::ReadSocket;
+use super::{ConnError, Connection, Flow};
+use crate::handshake::{Login, authenticate};
 use brook_auth::Perm;
 use brook_broker::{Charge, Error, Outgoing, Session, stream_name};
 use brook_protocol::{
@@ -11,10 +14,6 @@ use brook_protocol::{
     SaslAuthenticate, SaslAuthenticateResponse, StreamMetadata, StreamStatsResponse, Subscribe,
     keys,
 };
-use tokio::io::AsyncRead;
-
-use super::{ConnError, Connection, Flow};
-use crate::handshake::{Login, authenticate};
 
 /// A plain response for a broker result.
 fn response(correlation_id: u32, r: Result<(), brook_broker::Error>) -> Response {
@@ -29,7 +28,7 @@ fn code_of<T>(r: &Result<T, brook_broker::Error>) -> ResponseCode {
     r.as_ref().err().map_or(ResponseCode::OK, |e| e.code())
 }
 
-impl<R: AsyncRead + Unpin> Connection<R> {
+impl<R: ReadSocket> Connection<R> {
     /// Handles one frame. `charge` is the frame's share of the budget: a Publish (or
     /// StoreOffset) keeps it until it is done with; every other request gives it back before
     /// its response is charged.
@@ -56,7 +55,9 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             }
             frame => {
                 drop(charge);
-                match self.reply(session, frame).await? {
+                // Boxed: the largest of these futures would otherwise size every idle
+                // connection's task (issue #12: memory per idle connection).
+                match Box::pin(self.reply(session, frame)).await? {
                     Ok(reply) => reply,
                     Err(flow) => return Ok(flow),
                 }

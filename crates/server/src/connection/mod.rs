@@ -21,18 +21,19 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use brook_auth::AccessStore;
+use brook_broker::queue::{QueueReceiver, queue};
 use brook_broker::{
-    Broker, Budget, CONNECTION_BUDGET_BYTES, Charge, ControlEvent, Outgoing, Session,
+    Broker, Budget, CONNECTION_BUDGET_BYTES, Charge, ControlEvent, ControlSender, Outgoing,
+    OutgoingSender, Session,
 };
 use brook_protocol::{Close, ConsumerUpdate, DecodeError, Frame, MetadataUpdate, ResponseCode};
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::io::AsyncWrite;
 
 use crate::config::ServerConfig;
 use crate::handshake::{Action, Handshake};
 use crate::registry::{Connections, Registration};
-use reader::{FrameReader, Read};
+use reader::{FrameReader, Read, ReadSocket};
 use writer::WriterShared;
 
 /// RabbitMQ 4.3.5 caps frames before Open at 8 KiB: enough for any handshake (a JWT as PLAIN
@@ -87,13 +88,13 @@ pub(crate) async fn serve<R, W>(
     identity: Option<String>,
     ctx: Arc<Context>,
 ) where
-    R: AsyncRead + Unpin + Send + 'static,
+    R: ReadSocket,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (out, out_rx) = mpsc::unbounded_channel();
+    let (out, out_rx) = queue();
     let shared = Arc::new(WriterShared::new());
     let writer = tokio::spawn(writer::write_loop(wr, out_rx, shared.clone()));
-    let (control, control_rx) = mpsc::unbounded_channel();
+    let (control, control_rx) = queue();
     let (registration, killed) = ctx.connections.register(peer, local, ctx.tls);
     let advertised_host = ctx
         .config
@@ -150,11 +151,11 @@ pub(crate) struct Connection<R> {
     handshake: Handshake,
     registration: Registration,
     reader: FrameReader<R>,
-    out: mpsc::UnboundedSender<Outgoing>,
+    out: OutgoingSender,
     budget: Budget,
     shared: Arc<WriterShared>,
-    control: mpsc::UnboundedSender<ControlEvent>,
-    control_rx: mpsc::UnboundedReceiver<ControlEvent>,
+    control: ControlSender,
+    control_rx: QueueReceiver<ControlEvent>,
     frame_max: u32,
     heartbeat: u32,
     /// Whether the client answered Tune (it may Open first, RabbitMQ allows it).
@@ -179,7 +180,7 @@ enum Input {
     Control(ControlEvent),
 }
 
-impl<R: AsyncRead + Unpin> Connection<R> {
+impl<R: ReadSocket> Connection<R> {
     /// How long the budget may stay spent while the socket accepts nothing.
     fn stall_timeout(&self) -> Duration {
         match self.heartbeat {
@@ -222,7 +223,8 @@ impl<R: AsyncRead + Unpin> Connection<R> {
     }
 
     async fn run(&mut self) -> Result<(), ConnError> {
-        let Some(mut session) = self.negotiate().await? else {
+        // Boxed: the handshake's future is large and over once the connection is open.
+        let Some(mut session) = Box::pin(self.negotiate()).await? else {
             return Ok(());
         };
         // Until Open the limit was INITIAL_FRAME_MAX; from now on it is the negotiated one, or
@@ -235,7 +237,9 @@ impl<R: AsyncRead + Unpin> Connection<R> {
         }
         loop {
             let flow = match self.next_input().await? {
-                Input::Control(event) => self.on_control(&mut session, event).await?,
+                // Rare and large futures are boxed, so that they do not size every idle
+                // connection's task.
+                Input::Control(event) => Box::pin(self.on_control(&mut session, event)).await?,
                 Input::Read(Read::Frame(bytes)) => {
                     let charge = self.charge(bytes.len() + 4).await?;
                     match Frame::decode(bytes) {
@@ -257,7 +261,7 @@ impl<R: AsyncRead + Unpin> Connection<R> {
                 Flow::ServerClose(code, reason) => {
                     // Stop deliveries first: nothing may follow the Close.
                     drop(session);
-                    return self.server_close(code, reason).await;
+                    return Box::pin(self.server_close(code, reason)).await;
                 }
             }
         }
@@ -348,6 +352,9 @@ impl<R: AsyncRead + Unpin> Connection<R> {
             Action::Opened => {
                 tracing::debug!(peer = %self.peer, user = ?self.handshake.user,
                     properties = ?self.handshake.client_properties, "connection open");
+                // The registration has a copy for the management API; an open connection's
+                // memory is kept to what it uses (issue #12).
+                self.handshake.client_properties = Vec::new();
                 let session = self.ctx.broker.session(
                     &self.handshake.vhost,
                     self.control.clone(),
@@ -466,5 +473,46 @@ async fn until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle connection's memory is mostly its two tasks' futures (issue #12): a new large
+    /// future awaited inline in the request loop shows up here. Box rare or large ones.
+    #[test]
+    fn a_connection_task_stays_small() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let storage: brook_storage::SharedStorage =
+                Arc::new(brook_storage::sim::SimDisk::new(1));
+            storage.create_dir_all(std::path::Path::new("/d")).unwrap();
+            let access =
+                AccessStore::open(storage, std::path::Path::new("/d"), &Default::default());
+            let dir = tempfile::tempdir().unwrap();
+            let ctx = Arc::new(Context {
+                broker: Broker::open(brook_broker::BrokerConfig::new(dir.path())).unwrap(),
+                access: Arc::new(access.unwrap()),
+                config: ServerConfig::default(),
+                advertised_port: 5552,
+                connections: Arc::default(),
+                tls: false,
+            });
+            let (socket, _peer) = tokio::io::duplex(64);
+            let (rd, wr) = tokio::io::split(socket);
+            let addr: SocketAddr = "127.0.0.1:5552".parse().unwrap();
+            let connection = serve(rd, wr, addr, addr, None, ctx);
+            let size = std::mem::size_of_val(&connection);
+            assert!(size <= 2048, "the connection's future is {size} bytes");
+            let (_tx, rx) = queue::<Outgoing>();
+            let writer = writer::write_loop(tokio::io::sink(), rx, Arc::new(WriterShared::new()));
+            let size = std::mem::size_of_val(&writer);
+            assert!(size <= 768, "the writer's future is {size} bytes");
+        });
     }
 }

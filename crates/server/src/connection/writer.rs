@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use brook_broker::queue::QueueReceiver;
 use brook_broker::{Charge, Outgoing};
 use brook_protocol::{Frame, PublishConfirm, PublishError, PublishingError, encode_deliver_prefix};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// The writer stops collecting queued frames for one `write` call at this size.
@@ -172,9 +172,10 @@ impl Batch {
         }
         shared.mark_writing(false);
         drop(slices);
-        self.parts.clear();
-        self.charges.clear();
-        self.len = 0;
+        // Fresh buffers rather than cleared ones: a connection that goes idle after a burst
+        // must not keep the burst's buffers (a few allocations per write; a write is a
+        // system call).
+        *self = Batch::default();
         Ok(())
     }
 }
@@ -183,7 +184,7 @@ impl Batch {
 /// and a heartbeat is sent when nothing was written for half the heartbeat interval.
 pub(super) async fn write_loop<W: AsyncWrite + Unpin>(
     mut wr: W,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    mut rx: QueueReceiver<Outgoing>,
     shared: Arc<WriterShared>,
 ) {
     let mut batch = Batch::default();

@@ -4,7 +4,6 @@ use std::time::{Duration, Instant};
 
 use brook_log::UserChunk;
 use brook_protocol::{PublishBuilder, ResponseCode};
-use tokio::sync::mpsc;
 
 use super::*;
 use crate::budget::Budget;
@@ -61,7 +60,7 @@ fn core_at(durability: Durability, max_entries: usize, now: Instant) -> Core {
 
 fn target() -> ConfirmTarget {
     ConfirmTarget {
-        outgoing: mpsc::unbounded_channel().0,
+        outgoing: crate::queue::queue().0,
         publisher_id: 1,
         publisher: Arc::new(PublisherCounters::new(
             1,
