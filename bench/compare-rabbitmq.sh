@@ -4,6 +4,8 @@
 #
 #   bench/compare-rabbitmq.sh            # as root on Debian: installs rabbitmq-server if missing
 #   RUNS=1 bench/compare-rabbitmq.sh     # one round instead of three
+#   bench/compare-rabbitmq.sh "connections --idle 10000" "streams --count 1000"
+#                                        # these scenarios instead of the default six
 #
 # A private RabbitMQ node (its own ports, data directory, Erlang cookie and epmd port) and a
 # release brook are started here and stopped on exit; no process is left behind.
@@ -35,6 +37,12 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
+
+# Thousands of connections and streams need descriptors: as root, lift the limit for both
+# brokers and the client alike (brook also raises its soft limit to the hard one by itself).
+if [ "$(id -u)" = 0 ]; then
+    ulimit -Hn 1048576 2>/dev/null && ulimit -Sn 1048576 || true
+fi
 
 if ! [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
     echo "== installing rabbitmq-server from Debian" >&2
@@ -91,6 +99,7 @@ scenarios=(
     "consume --messages 300000 --size 1024"
     "track --count 10000"
 )
+[ $# -gt 0 ] && scenarios=("$@")
 results="$work/results.jsonl"
 for scenario in "${scenarios[@]}"; do
     for run in $(seq "$runs"); do

@@ -34,6 +34,8 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 pub struct FrameReader {
     io: OwnedReadHalf,
     buf: BytesMut,
+    /// Bytes asked of the socket per read when no frame size is known yet.
+    read_size: usize,
 }
 
 impl FrameReader {
@@ -47,7 +49,7 @@ impl FrameReader {
                 }
                 self.buf.reserve(total - self.buf.len());
             } else {
-                self.buf.reserve(256 * 1024);
+                self.buf.reserve(self.read_size);
             }
             if self.io.read_buf(&mut self.buf).await? == 0 {
                 return Err(ClientError::Closed);
@@ -122,20 +124,49 @@ fn check(what: &'static str, code: ResponseCode) -> Result<()> {
     }
 }
 
+/// How [`Client::connect_with`] sets up a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectOptions {
+    /// Heartbeat interval asked for in Tune, seconds (0: off, so that a load test is never cut
+    /// by a missed one).
+    pub heartbeat: u32,
+    /// Socket buffer sizes: large for throughput, small when thousands of connections idle.
+    pub buffer: usize,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            heartbeat: 0,
+            buffer: 256 * 1024,
+        }
+    }
+}
+
 impl Client {
     /// Connects and opens vhost `/` with PLAIN credentials.
     pub async fn connect(addr: SocketAddr, user: &str, password: &str) -> Result<Client> {
+        Self::connect_with(addr, user, password, ConnectOptions::default()).await
+    }
+
+    pub async fn connect_with(
+        addr: SocketAddr,
+        user: &str,
+        password: &str,
+        options: ConnectOptions,
+    ) -> Result<Client> {
         let socket = TcpStream::connect(addr).await?;
         socket.set_nodelay(true)?;
         let (rd, wr) = socket.into_split();
         let mut c = Client {
             reader: FrameReader {
                 io: rd,
-                buf: BytesMut::with_capacity(256 * 1024),
+                buf: BytesMut::with_capacity(options.buffer),
+                read_size: options.buffer,
             },
             writer: FrameWriter {
                 io: wr,
-                buf: BytesMut::with_capacity(256 * 1024),
+                buf: BytesMut::with_capacity(options.buffer),
             },
             corr: 0,
         };
@@ -168,11 +199,10 @@ impl Client {
             Frame::Tune(t) => t,
             other => return Err(ClientError::Unexpected(format!("{other:?}"))),
         };
-        // Heartbeats off: a load test must not be cut by a missed one.
         c.writer
             .send(&Frame::Tune(Tune {
                 frame_max: tune.frame_max,
-                heartbeat: 0,
+                heartbeat: options.heartbeat,
             }))
             .await?;
         let corr = c.next_corr();
@@ -186,6 +216,16 @@ impl Client {
             check("open", r.code)?;
         }
         Ok(c)
+    }
+
+    /// Puts a connection split for a load loop back together.
+    pub fn from_parts(reader: FrameReader, writer: FrameWriter) -> Client {
+        Client {
+            reader,
+            writer,
+            // Load loops send no requests; start high so that no id is reused.
+            corr: u32::MAX / 2,
+        }
     }
 
     pub fn next_corr(&mut self) -> u32 {

@@ -7,11 +7,13 @@
 //! * `consume`: pre-fill (not timed), then consumers read from `first`; msg/s, time to first.
 //! * `e2e`: a fixed publish rate with a consumer at `next`; end-to-end latency, exactly once.
 //! * `track`: StoreOffset + QueryOffset round trips.
+//! * `connections`, `streams`: cost per idle connection and per stream (`scale.rs`).
 //!
 //! Progress goes to stderr once a second; the summary (or `--json`, one object) to stdout.
 
 pub mod client;
 pub mod procfs;
+mod scale;
 mod scenarios;
 pub mod stats;
 
@@ -57,6 +59,54 @@ pub enum Scenario {
     E2e(E2eArgs),
     /// StoreOffset then QueryOffset round trips.
     Track(TrackArgs),
+    /// Many idle heartbeating connections and some active ones: cost per connection.
+    Connections(ConnectionsArgs),
+    /// Many streams: create rate, cost per stream, Metadata for many.
+    Streams(StreamsArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConnectionsArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Idle connections to open (authenticated) and hold.
+    #[arg(long, default_value_t = 10_000)]
+    pub idle: usize,
+    /// Connection attempts in flight at once while opening.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub concurrency: usize,
+    /// Heartbeat interval asked for by every connection, seconds (0: off).
+    #[arg(long, default_value_t = 5)]
+    pub heartbeat: u32,
+    /// Seconds to hold the connections open while the active ones publish.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub hold: u64,
+    /// Active connections, each publishing one message at a time with confirms.
+    #[arg(long, default_value_t = 1_000)]
+    pub active: usize,
+    /// Messages per second over all active connections.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StreamsArgs {
+    /// `--stream` is the name prefix; `--keep-stream` keeps them all (for a restart test).
+    #[command(flatten)]
+    pub common: Common,
+    /// Streams to create.
+    #[arg(long, default_value_t = 10_000)]
+    pub count: usize,
+    /// Connections creating them concurrently.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub connections: usize,
+    /// Streams named in the one timed Metadata request.
+    #[arg(long, default_value_t = 1_000)]
+    pub metadata: usize,
+    /// Also create (and time) a super stream of this many partitions (0: none; needs
+    /// CreateSuperStream, RabbitMQ 3.13+).
+    #[arg(long, default_value_t = 0)]
+    pub partitions: usize,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -127,6 +177,8 @@ impl Scenario {
             Scenario::Consume(a) => &a.common,
             Scenario::E2e(a) => &a.common,
             Scenario::Track(a) => &a.common,
+            Scenario::Connections(a) => &a.common,
+            Scenario::Streams(a) => &a.common,
         }
     }
 }
@@ -138,6 +190,8 @@ pub async fn run(scenario: Scenario) -> Result<Report, ClientError> {
         Scenario::Consume(a) => scenarios::consume(a).await,
         Scenario::E2e(a) => scenarios::e2e(a).await,
         Scenario::Track(a) => scenarios::track(a).await,
+        Scenario::Connections(a) => scale::connections(a).await,
+        Scenario::Streams(a) => scale::streams(a).await,
     }
 }
 
@@ -190,6 +244,14 @@ mod tests {
             panic!()
         };
         assert_eq!((t.count, t.common.addr.port()), (5, 5553));
+        let Scenario::Connections(c) = parse(&["connections"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!((c.idle, c.active, c.heartbeat), (10_000, 1_000, 5));
+        let Scenario::Streams(s) = parse(&["streams", "--count", "7"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!((s.count, s.metadata, s.partitions), (7, 1_000, 0));
     }
 
     #[test]
@@ -204,5 +266,7 @@ mod tests {
         assert!(parse(&["e2e", "--rate", "0"]).is_err());
         assert!(parse(&["publish", "--addr", "nowhere"]).is_err());
         assert!(parse(&["fly"]).is_err());
+        assert!(parse(&["connections", "--rate", "0"]).is_err());
+        assert!(parse(&["streams", "--connections", "0"]).is_err());
     }
 }

@@ -27,6 +27,11 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Descriptors the process has open (entries of /proc/PID/fd; needs the same user or root).
+pub fn open_files(pid: u32) -> Option<u64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
 /// Tracks CPU used and the peak RSS between `start` and `finish`.
 #[derive(Debug)]
 pub struct Sampler {

@@ -15,7 +15,7 @@ use crate::stats::{Latency, Report};
 use crate::{Common, ConsumeArgs, E2eArgs, PublishArgs, TrackArgs};
 
 /// Appends a Publish v1 frame of `n` messages with ids from `first_id`; `body` writes message i.
-fn encode_publish(
+pub(crate) fn encode_publish(
     buf: &mut BytesMut,
     first_id: u64,
     n: usize,
@@ -81,7 +81,7 @@ impl Drop for Progress {
     }
 }
 
-fn stream_name(common: &Common) -> String {
+pub(crate) fn stream_name(common: &Common) -> String {
     common.stream.clone().unwrap_or_else(|| {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -231,7 +231,7 @@ pub async fn publish(args: PublishArgs) -> Result<Report> {
     Ok(report)
 }
 
-async fn finish(report: &mut Report, sampler: Option<crate::procfs::Sampler>) {
+pub(crate) async fn finish(report: &mut Report, sampler: Option<crate::procfs::Sampler>) {
     if let Some(s) = sampler {
         let (cpu, rss) = s.finish().await;
         report.broker_cpu_seconds = cpu;
@@ -239,7 +239,7 @@ async fn finish(report: &mut Report, sampler: Option<crate::procfs::Sampler>) {
     }
 }
 
-async fn cleanup(mut admin: Client, common: &Common, stream: &str) {
+pub(crate) async fn cleanup(mut admin: Client, common: &Common, stream: &str) {
     if !common.keep_stream {
         let _ = admin.delete_stream(stream).await;
     }

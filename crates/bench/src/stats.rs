@@ -1,5 +1,7 @@
 //! Latency histograms, percentiles, and the report every scenario produces.
 
+use std::collections::BTreeMap;
+
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -78,6 +80,10 @@ pub struct Report {
     pub broker_cpu_seconds: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broker_peak_rss_bytes: Option<u64>,
+    /// What a scenario measures beyond messages (connections, streams, ...), by name; printed
+    /// one per line and flattened into the JSON.
+    #[serde(flatten)]
+    pub extra: BTreeMap<&'static str, f64>,
 }
 
 impl Report {
@@ -94,15 +100,19 @@ impl Report {
 
     /// The human summary.
     pub fn summary(&self) -> String {
-        let mut s = format!(
-            "{}: {} messages of {} bytes in {:.2} s: {:.0} msg/s, {:.1} MB/s",
-            self.scenario,
-            self.messages,
-            self.message_size,
-            self.seconds,
-            self.msg_per_sec,
-            self.mb_per_sec
-        );
+        let mut s = if self.messages > 0 {
+            format!(
+                "{}: {} messages of {} bytes in {:.2} s: {:.0} msg/s, {:.1} MB/s",
+                self.scenario,
+                self.messages,
+                self.message_size,
+                self.seconds,
+                self.msg_per_sec,
+                self.mb_per_sec
+            )
+        } else {
+            format!("{}:", self.scenario)
+        };
         if let Some(l) = self.latency_us {
             s += &format!(
                 "\n  latency µs: p50 {} p99 {} p99.9 {} max {}",
@@ -121,17 +131,24 @@ impl Report {
         if let Some(e) = self.errors.filter(|&e| e > 0) {
             s += &format!("\n  errors: {e}");
         }
-        if let Some(cpu) = self.broker_cpu_seconds {
-            s += &format!(
-                "\n  broker CPU: {cpu:.2} s ({:.3} s per million messages)",
-                cpu / (self.messages as f64 / 1e6).max(1e-9)
-            );
+        match self.broker_cpu_seconds {
+            Some(cpu) if self.messages > 0 => {
+                s += &format!(
+                    "\n  broker CPU: {cpu:.2} s ({:.3} s per million messages)",
+                    cpu / (self.messages as f64 / 1e6)
+                );
+            }
+            Some(cpu) => s += &format!("\n  broker CPU: {cpu:.2} s"),
+            None => {}
         }
         if let Some(rss) = self.broker_peak_rss_bytes {
             s += &format!(
                 "\n  broker peak RSS: {:.1} MiB",
                 rss as f64 / (1 << 20) as f64
             );
+        }
+        for (name, value) in &self.extra {
+            s += &format!("\n  {name}: {value:.3}");
         }
         s
     }
