@@ -11,6 +11,8 @@
 //!   chunk is truncated.
 //! * If an invalid chunk is followed by a valid one, this is not a torn write but corruption in
 //!   the middle: recovery stops with [`LogError::Corrupt`] instead of discarding good data.
+//! * A chunk that cannot be read is neither valid nor invalid: recovery stops with the I/O
+//!   error ([`BadChunk::Unreadable`]) and cuts nothing.
 //! * A last segment left empty (a crash right after a roll) is deleted when older segments
 //!   exist, so that tracking is read from the segment that really holds it.
 
@@ -183,6 +185,25 @@ fn remove(storage: &dyn Storage, path: &Path, report: &mut Recovery) -> Result<(
     Ok(())
 }
 
+/// Why the bytes at a position are not taken as a chunk.
+#[derive(Debug)]
+pub(crate) enum BadChunk {
+    /// They are not a whole, valid chunk: a torn write, or corruption.
+    Invalid(String),
+    /// They could not be read. Nothing is known about them, so recovery must not cut them:
+    /// the error stops the stream from opening instead.
+    Unreadable(std::io::Error),
+}
+
+impl fmt::Display for BadChunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BadChunk::Invalid(reason) => f.write_str(reason),
+            BadChunk::Unreadable(e) => write!(f, "unreadable: {e}"),
+        }
+    }
+}
+
 /// Reads and checks the chunk at `pos`: complete within `len` bytes, its data CRC-valid with
 /// the entries the header counts, and its Bloom filter and trailer matching the header's side
 /// check when it has one (a torn write can leave the data whole and the trailer, with the
@@ -191,16 +212,17 @@ pub(crate) fn check_chunk(
     file: &dyn File,
     pos: u64,
     len: u64,
-) -> std::result::Result<ChunkHeader, String> {
+) -> std::result::Result<ChunkHeader, BadChunk> {
+    let invalid = |e: &dyn fmt::Display| BadChunk::Invalid(e.to_string());
     if pos.saturating_add(HEADER_LEN as u64) > len {
-        return Err("truncated header".into());
+        return Err(BadChunk::Invalid("truncated header".into()));
     }
     let mut hdr = [0u8; HEADER_LEN];
     file.read_exact_at(&mut hdr, pos)
-        .map_err(|e| e.to_string())?;
-    let header = ChunkHeader::parse(&hdr).map_err(|e| e.to_string())?;
+        .map_err(BadChunk::Unreadable)?;
+    let header = ChunkHeader::parse(&hdr).map_err(|e| invalid(&e))?;
     if pos.saturating_add(header.disk_len()) > len {
-        return Err("truncated chunk".into());
+        return Err(BadChunk::Invalid("truncated chunk".into()));
     }
     // The length comes from disk, but was just checked against the file's size.
     let mut data = Vec::new();
@@ -209,7 +231,7 @@ pub(crate) fn check_chunk(
         header.data_len as usize,
         &mut data,
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(BadChunk::Unreadable)?;
     // The CRC, and entries that add up to the header's counts: a torn tail can zero a
     // header's CRC and lengths together, which the CRC alone would take for an empty chunk.
     chunk::ChunkView {
@@ -217,22 +239,22 @@ pub(crate) fn check_chunk(
         data: &data,
     }
     .verify()
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| invalid(&e))?;
     if header.side_check != 0 {
         let data_at = pos + HEADER_LEN as u64;
         let mut bloom = Vec::new();
         file.read_into(data_at, usize::from(header.bloom_size), &mut bloom)
-            .map_err(|e| e.to_string())?;
+            .map_err(BadChunk::Unreadable)?;
         let mut trailer = Vec::new();
         let trailer_at = data_at + u64::from(header.bloom_size) + u64::from(header.data_len);
         file.read_into(trailer_at, header.trailer_len as usize, &mut trailer)
-            .map_err(|e| e.to_string())?;
+            .map_err(BadChunk::Unreadable)?;
         let check = chunk::side_check(&bloom, &trailer);
         if check != header.side_check {
-            return Err(format!(
+            return Err(BadChunk::Invalid(format!(
                 "trailer check {check:#08x} != {:#08x}",
                 header.side_check
-            ));
+            )));
         }
     }
     Ok(header)
@@ -261,14 +283,22 @@ pub(crate) fn record_of(h: &ChunkHeader, pos: u64) -> Option<IndexRecord> {
 }
 
 /// Scans valid chunks from `pos` on, each with the expected chunk id.
+/// Indexes the valid chunks from `pos` on; returns where they end and the next offset. A read
+/// error is an error, never the end of the valid chunks.
 fn scan(
     file: &dyn File,
+    path: &Path,
     mut pos: u64,
     len: u64,
     mut expected: u64,
     out: &mut Vec<IndexRecord>,
-) -> (u64, u64) {
-    while let Ok(h) = check_chunk(file, pos, len) {
+) -> Result<(u64, u64)> {
+    loop {
+        let h = match check_chunk(file, pos, len) {
+            Ok(h) => h,
+            Err(BadChunk::Invalid(_)) => break,
+            Err(BadChunk::Unreadable(e)) => return Err(LogError::io(path)(e)),
+        };
         let Some(record) = record_of(&h, pos).filter(|_| h.chunk_id == expected) else {
             break;
         };
@@ -276,7 +306,7 @@ fn scan(
         pos += h.disk_len();
         expected = h.next_offset();
     }
-    (pos, expected)
+    Ok((pos, expected))
 }
 
 pub(crate) fn read_records(storage: &dyn Storage, path: &Path) -> Result<Option<Vec<IndexRecord>>> {
@@ -389,7 +419,8 @@ fn recover_tail(
                 tail = Some((u64::from(r.position) + h.disk_len(), h.next_offset()));
                 break;
             }
-            _ => {
+            Err(BadChunk::Unreadable(e)) => return Err(LogError::io(&seg_path)(e)),
+            Ok(_) | Err(BadChunk::Invalid(_)) => {
                 records.pop();
             }
         }
@@ -397,7 +428,7 @@ fn recover_tail(
     let dropped = (loaded_len - records.len()) as u64;
     let indexed = records.len();
     let (start, expected) = tail.unwrap_or((FILE_HEADER_LEN, id));
-    let (end, next_offset) = scan(&*file, start, len, expected, &mut records);
+    let (end, next_offset) = scan(&*file, &seg_path, start, len, expected, &mut records)?;
     let added = (records.len() - indexed) as u64;
 
     if end < len {
@@ -431,15 +462,18 @@ pub(crate) fn check_not_mid_corruption(
     path: &Path,
 ) -> Result<()> {
     let mut hdr = [0u8; HEADER_LEN];
-    if pos.saturating_add(HEADER_LEN as u64) > len || file.read_exact_at(&mut hdr, pos).is_err() {
+    if pos.saturating_add(HEADER_LEN as u64) > len {
         return Ok(());
     }
+    file.read_exact_at(&mut hdr, pos)
+        .map_err(LogError::io(path))?;
     let Ok(h) = ChunkHeader::parse(&hdr) else {
         return Ok(());
     };
     let after = pos.saturating_add(h.disk_len());
     let reason = match check_chunk(file, pos, len) {
-        Err(reason) => reason,
+        Err(BadChunk::Unreadable(e)) => return Err(LogError::io(path)(e)),
+        Err(BadChunk::Invalid(reason)) => reason,
         Ok(h) => format!(
             "unexpected chunk id {} (expected {next_offset})",
             h.chunk_id
@@ -451,7 +485,8 @@ pub(crate) fn check_not_mid_corruption(
             position: pos,
             reason,
         }),
-        _ => Ok(()),
+        Err(BadChunk::Unreadable(e)) => Err(LogError::io(path)(e)),
+        Ok(_) | Err(BadChunk::Invalid(_)) => Ok(()),
     }
 }
 
@@ -479,7 +514,7 @@ fn load_sealed(fs: &Fs<'_>, id: u64, report: &mut Recovery) -> Result<SegmentInf
         return Ok(info_from(id, &records, len, h.next_offset()));
     }
     let mut records = Vec::new();
-    let (end, next_offset) = scan(&*file, FILE_HEADER_LEN, len, id, &mut records);
+    let (end, next_offset) = scan(&*file, &seg_path, FILE_HEADER_LEN, len, id, &mut records)?;
     if end < len {
         return Err(LogError::Corrupt {
             path: seg_path,

@@ -571,3 +571,37 @@ fn an_idle_log_holds_no_files_and_reopens_them_to_write() {
         .collect();
     assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
 }
+
+/// A bad sector in the last segment is an error that stops the log from opening, never a torn
+/// tail to cut: recovery must not delete what it could not read.
+#[test]
+fn a_read_error_during_recovery_cuts_nothing() {
+    use brook_storage::sim::SimDisk;
+    let disk = SimDisk::new(7);
+    let storage: brook_storage::SharedStorage = std::sync::Arc::new(disk.clone());
+    let dir = Path::new("/stream");
+    let (mut log, _) = Log::open(storage.clone(), dir, LogConfig::default()).unwrap();
+    for m in [b"one", b"two", b"six"] {
+        append(&mut log, &[m], &[]);
+    }
+    log.sync().unwrap();
+    drop(log);
+    let segment = segment_path(dir, 0);
+    let before = brook_storage::read(&disk, &segment).unwrap();
+    let index_before = brook_storage::read(&disk, &index_path(dir, 0)).unwrap();
+    // The file header stays readable; every chunk after it does not.
+    disk.fail_reads_from(&segment, brook_log::format::FILE_HEADER_LEN);
+    let err = Log::open(storage.clone(), dir, LogConfig::default()).unwrap_err();
+    assert!(matches!(err, LogError::Io { .. }), "{err}");
+    disk.clear_faults();
+    assert_eq!(brook_storage::read(&disk, &segment).unwrap(), before);
+    assert_eq!(
+        brook_storage::read(&disk, &index_path(dir, 0)).unwrap(),
+        index_before
+    );
+    let (log, _) = Log::open(storage, dir, LogConfig::default()).unwrap();
+    assert_eq!(
+        user_messages(&read_all(&log.reader(), Seek::First)).len(),
+        3
+    );
+}

@@ -74,7 +74,8 @@ struct State {
     /// Bytes left on the device, if limited.
     space: Option<u64>,
     /// Reads of files and directories under this path fail with EIO (a failing disk region).
-    unreadable: Option<PathBuf>,
+    /// Reads under this path, at or past this offset, fail with EIO.
+    unreadable: Option<(PathBuf, u64)>,
     locked: Vec<Ino>,
 }
 
@@ -160,7 +161,13 @@ impl SimDisk {
 
     /// Makes every read under `path` (files and directory listings) fail with EIO.
     pub fn fail_reads_under(&self, path: impl Into<PathBuf>) {
-        self.lock().unreadable = Some(path.into());
+        self.fail_reads_from(path, 0);
+    }
+
+    /// Makes reads of files under `path` at or past `offset` fail with EIO (a bad sector):
+    /// what lies before stays readable.
+    pub fn fail_reads_from(&self, path: impl Into<PathBuf>, offset: u64) {
+        self.lock().unreadable = Some((path.into(), offset));
     }
 
     /// Limits the free space: appends beyond it write what fits and fail with ENOSPC.
@@ -269,12 +276,14 @@ impl State {
         Ok(())
     }
 
-    fn check_read(&self, path: &Path) -> io::Result<()> {
+    /// Whether a read of `len` bytes at `offset` of `path` may go ahead.
+    fn check_read(&self, path: &Path, offset: u64, len: usize) -> io::Result<()> {
         self.check_power()?;
+        let end = offset.saturating_add(len as u64);
         if self
             .unreadable
             .as_ref()
-            .is_some_and(|p| path.starts_with(p))
+            .is_some_and(|(p, from)| path.starts_with(p) && (*from == 0 || end > *from))
         {
             return Err(Fault::Io.error());
         }
@@ -364,7 +373,7 @@ impl File for SimFile {
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let mut s = self.disk.lock();
-        s.check_read(&self.path)?;
+        s.check_read(&self.path, offset, buf.len())?;
         let data = &s.file(self.ino)?.data;
         let start = usize::try_from(offset).map_err(io::Error::other)?;
         let src = start
@@ -377,7 +386,7 @@ impl File for SimFile {
 
     fn read_into(&self, offset: u64, len: usize, out: &mut Vec<u8>) -> io::Result<()> {
         let mut s = self.disk.lock();
-        s.check_read(&self.path)?;
+        s.check_read(&self.path, offset, len)?;
         let data = &s.file(self.ino)?.data;
         let start = usize::try_from(offset).map_err(io::Error::other)?;
         let src = start
@@ -510,7 +519,7 @@ impl Storage for SimDisk {
 
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
         let s = self.lock();
-        s.check_read(dir)?;
+        s.check_read(dir, 0, 0)?;
         let ino = s.lookup(dir)?;
         Ok(s.entries(ino)?
             .iter()
