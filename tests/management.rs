@@ -591,6 +591,46 @@ async fn users_vhosts_and_permissions_lifecycle() {
     let q = http::get(addr, "/api/queues/prod/app-s", GUEST).await;
     assert_eq!((q.status, q.json()["vhost"].as_str()), (200, Some("prod")));
 
+    // Listings per vhost show that vhost's objects only; an unknown vhost is a 404.
+    let stream = r#"{"durable": true, "arguments": {"x-queue-type": "stream"}}"#;
+    let created = http::send(addr, "PUT", "/api/queues/%2F/root-s", GUEST, stream).await;
+    assert_eq!(created.status, 201);
+    let _in_prod = Raw::open_as(broker.addr, "app", "s3cret", "prod", &[])
+        .await
+        .unwrap();
+    let _in_root = Raw::open_as(broker.addr, "guest", "guest", "/", &[])
+        .await
+        .unwrap();
+    for (path, at_least) in [
+        ("/api/queues/prod", 1),
+        ("/api/exchanges/prod", 0),
+        ("/api/bindings/prod", 0),
+        ("/api/vhosts/prod/connections", 1),
+        ("/api/stream/connections/prod", 1),
+    ] {
+        let items = http::get(addr, path, GUEST).await.json();
+        let vhosts: Vec<&str> = items
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["vhost"].as_str().unwrap())
+            .collect();
+        assert!(
+            vhosts.len() >= at_least && vhosts.iter().all(|v| *v == "prod"),
+            "{path}: {vhosts:?}"
+        );
+        let everywhere = path
+            .replace("/prod", "")
+            .replace("/vhosts/connections", "/connections");
+        let all = http::get(addr, &everywhere, GUEST).await.json();
+        assert!(
+            all.as_array().unwrap().len() > vhosts.len() || at_least == 0,
+            "{everywhere}"
+        );
+        let unknown = http::get(addr, &path.replace("prod", "nowhere"), GUEST).await;
+        assert_eq!(unknown.status, 404, "{path}");
+    }
+
     // Deleting the vhost deletes its streams and permissions.
     assert_eq!(
         http::delete(addr, "/api/vhosts/prod", GUEST).await.status,

@@ -10,11 +10,11 @@ use axum::extract::{Path, Query};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use brook_broker::{ConsumerSnapshot, PublisherSnapshot, StreamStatus};
+use brook_broker::{ConsumerSnapshot, Counters, PublisherSnapshot, StreamStatus};
 use brook_server::ConnectionInfo;
 use serde_json::{Map, Value, json};
 
-use super::{Ctx, Guarded, Who, deleted};
+use super::{Ctx, Guarded, Who, deleted, listed_vhost};
 use crate::Api;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -24,9 +24,9 @@ pub(super) fn routes() -> Router<Arc<Api>> {
     Router::new()
         .guarded("/api/connections", get(list))
         .guarded("/api/connections/{name}", get(get_one).delete(close))
-        .guarded("/api/vhosts/{vhost}/connections", get(list_vhost))
+        .guarded("/api/vhosts/{vhost}/connections", get(list))
         .guarded("/api/stream/connections", get(list))
-        .guarded("/api/stream/connections/{vhost}", get(list_vhost))
+        .guarded("/api/stream/connections/{vhost}", get(list))
         .guarded(
             "/api/stream/connections/{vhost}/{name}",
             get(get_in_vhost).delete(close_in_vhost),
@@ -101,25 +101,16 @@ fn connection_json(api: &Api, c: &ConnectionInfo) -> Value {
     out
 }
 
-async fn list(api: Ctx, caller: Who, Query(q): Query<ListQuery>) -> ApiResult<Response> {
-    let items = visible(&api.0, &caller.0)
-        .iter()
-        .map(|c| connection_json(&api.0, c))
-        .collect();
-    respond(items, &q, &["vhost", "name"])
-}
-
-async fn list_vhost(
+async fn list(
     api: Ctx,
     caller: Who,
-    Path(vhost): Path<String>,
+    vhost: Option<Path<String>>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
-    caller.0.require_vhost(&api.0, &vhost)?;
-    api.0.access.vhost(&vhost).ok_or(ApiError::NotFound)?;
+    let vhost = listed_vhost(&api.0, &caller.0, vhost)?;
     let items = visible(&api.0, &caller.0)
         .iter()
-        .filter(|c| c.vhost.as_deref() == Some(vhost.as_str()))
+        .filter(|c| vhost.is_none() || c.vhost == vhost)
         .map(|c| connection_json(&api.0, c))
         .collect();
     respond(items, &q, &["vhost", "name"])
@@ -210,37 +201,43 @@ pub(crate) struct PublisherRow {
     pub publisher: PublisherSnapshot,
 }
 
-/// Every consumer of every open connection.
-pub(crate) fn consumers(api: &Api) -> Vec<ConsumerRow> {
+/// `of` every open connection's counters (its consumers, its publishers), each as a row with
+/// its connection.
+fn rows<T, R>(
+    api: &Api,
+    of: impl Fn(&Counters) -> Vec<T>,
+    row: impl Fn(ConnectionInfo, T) -> R,
+) -> Vec<R> {
     let mut out = Vec::new();
     for connection in api.connections.list() {
         let Some(counters) = connection.counters.clone() else {
             continue;
         };
-        for consumer in counters.consumers() {
-            out.push(ConsumerRow {
-                connection: connection.clone(),
-                consumer,
-            });
+        for item in of(&counters) {
+            out.push(row(connection.clone(), item));
         }
     }
     out
 }
 
-pub(crate) fn publishers(api: &Api) -> Vec<PublisherRow> {
-    let mut out = Vec::new();
-    for connection in api.connections.list() {
-        let Some(counters) = connection.counters.clone() else {
-            continue;
-        };
-        for publisher in counters.publishers() {
-            out.push(PublisherRow {
-                connection: connection.clone(),
-                publisher,
-            });
+/// Every consumer of every open connection.
+pub(crate) fn consumers(api: &Api) -> Vec<ConsumerRow> {
+    rows(api, Counters::consumers, |connection, consumer| {
+        ConsumerRow {
+            connection,
+            consumer,
         }
-    }
-    out
+    })
+}
+
+/// Every publisher of every open connection.
+pub(crate) fn publishers(api: &Api) -> Vec<PublisherRow> {
+    rows(api, Counters::publishers, |connection, publisher| {
+        PublisherRow {
+            connection,
+            publisher,
+        }
+    })
 }
 
 pub(crate) fn consumer_count(api: &Api) -> usize {

@@ -15,7 +15,7 @@ use brook_auth::Perm;
 use brook_broker::SuperStream;
 use serde_json::{Map, Value, json};
 
-use super::{Ctx, Guarded, Who, broker_error, deleted, put_status};
+use super::{Ctx, Guarded, Who, broker_error, deleted, listed_vhost, put_status};
 use crate::Api;
 use crate::auth::Caller;
 use crate::body;
@@ -25,8 +25,8 @@ use crate::phash2::properties_key;
 
 pub(super) fn routes() -> Router<Arc<Api>> {
     Router::new()
-        .guarded("/api/exchanges", get(list_all))
-        .guarded("/api/exchanges/{vhost}", get(list_vhost))
+        .guarded("/api/exchanges", get(list))
+        .guarded("/api/exchanges/{vhost}", get(list))
         .guarded(
             "/api/exchanges/{vhost}/{name}",
             get(get_exchange).put(put_exchange).delete(delete_exchange),
@@ -43,8 +43,8 @@ pub(super) fn routes() -> Router<Arc<Api>> {
             "/api/queues/{vhost}/{name}/bindings",
             get(bindings_of_queue),
         )
-        .guarded("/api/bindings", get(bindings_all))
-        .guarded("/api/bindings/{vhost}", get(bindings_vhost))
+        .guarded("/api/bindings", get(bindings))
+        .guarded("/api/bindings/{vhost}", get(bindings))
         .guarded(
             "/api/bindings/{vhost}/e/{exchange}/q/{queue}",
             get(bindings_between).post(bind),
@@ -148,20 +148,15 @@ fn exchanges(api: &Api, caller: &Caller, vhost: Option<&str>) -> Vec<Value> {
         .collect()
 }
 
-async fn list_all(api: Ctx, caller: Who, Query(q): Query<ListQuery>) -> ApiResult<Response> {
-    respond(exchanges(&api.0, &caller.0, None), &q, &["vhost", "name"])
-}
-
-async fn list_vhost(
+async fn list(
     api: Ctx,
     caller: Who,
-    Path(vhost): Path<String>,
+    vhost: Option<Path<String>>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
-    caller.0.require_vhost(&api.0, &vhost)?;
-    api.0.access.vhost(&vhost).ok_or(ApiError::NotFound)?;
+    let vhost = listed_vhost(&api.0, &caller.0, vhost)?;
     respond(
-        exchanges(&api.0, &caller.0, Some(&vhost)),
+        exchanges(&api.0, &caller.0, vhost.as_deref()),
         &q,
         &["vhost", "name"],
     )
@@ -287,23 +282,14 @@ async fn bindings_of_queue(
     respond(items, &q, BINDING_ORDER)
 }
 
-async fn bindings_all(api: Ctx, caller: Who, Query(q): Query<ListQuery>) -> ApiResult<Response> {
-    let items = all_bindings(&api.0, &caller.0, None)
-        .iter()
-        .map(Binding::json)
-        .collect();
-    respond(items, &q, BINDING_ORDER)
-}
-
-async fn bindings_vhost(
+async fn bindings(
     api: Ctx,
     caller: Who,
-    Path(vhost): Path<String>,
+    vhost: Option<Path<String>>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
-    caller.0.require_vhost(&api.0, &vhost)?;
-    api.0.access.vhost(&vhost).ok_or(ApiError::NotFound)?;
-    let items = all_bindings(&api.0, &caller.0, Some(&vhost))
+    let vhost = listed_vhost(&api.0, &caller.0, vhost)?;
+    let items = all_bindings(&api.0, &caller.0, vhost.as_deref())
         .iter()
         .map(Binding::json)
         .collect();

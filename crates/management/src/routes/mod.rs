@@ -91,6 +91,21 @@ pub(crate) fn put_status(created: bool) -> Response {
     }
 }
 
+/// The `{vhost}` of a listing served both across vhosts (`None`) and per vhost, where the
+/// caller must have access to the vhost and it must exist.
+pub(crate) fn listed_vhost(
+    api: &Api,
+    caller: &auth::Caller,
+    vhost: Option<axum::extract::Path<String>>,
+) -> Result<Option<String>, ApiError> {
+    let Some(axum::extract::Path(vhost)) = vhost else {
+        return Ok(None);
+    };
+    caller.require_vhost(api, &vhost)?;
+    api.access.vhost(&vhost).ok_or(ApiError::NotFound)?;
+    Ok(Some(vhost))
+}
+
 pub(crate) fn deleted() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }

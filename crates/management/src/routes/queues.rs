@@ -13,7 +13,7 @@ use brook_log::LogStats;
 use serde_json::{Map, Value, json};
 
 use super::connections::{ConsumerRow, consumers};
-use super::{Ctx, Guarded, Who, broker_error, deleted, put_status};
+use super::{Ctx, Guarded, Who, broker_error, deleted, listed_vhost, put_status};
 use crate::Api;
 use crate::body;
 use crate::error::{ApiError, ApiResult};
@@ -22,8 +22,8 @@ use crate::list::{ListQuery, respond};
 
 pub(super) fn routes() -> Router<Arc<Api>> {
     Router::new()
-        .guarded("/api/queues", get(list_all))
-        .guarded("/api/queues/{vhost}", get(list_vhost))
+        .guarded("/api/queues", get(list))
+        .guarded("/api/queues/{vhost}", get(list))
         .guarded(
             "/api/queues/{vhost}/{name}",
             get(get_queue).put(put_queue).delete(delete_queue),
@@ -105,20 +105,15 @@ fn listing(api: &Api, caller: &crate::auth::Caller, vhost: Option<&str>) -> Vec<
         .collect()
 }
 
-async fn list_all(api: Ctx, caller: Who, Query(q): Query<ListQuery>) -> ApiResult<Response> {
-    respond(listing(&api.0, &caller.0, None), &q, &["vhost", "name"])
-}
-
-async fn list_vhost(
+async fn list(
     api: Ctx,
     caller: Who,
-    Path(vhost): Path<String>,
+    vhost: Option<Path<String>>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
-    caller.0.require_vhost(&api.0, &vhost)?;
-    api.0.access.vhost(&vhost).ok_or(ApiError::NotFound)?;
+    let vhost = listed_vhost(&api.0, &caller.0, vhost)?;
     respond(
-        listing(&api.0, &caller.0, Some(&vhost)),
+        listing(&api.0, &caller.0, vhost.as_deref()),
         &q,
         &["vhost", "name"],
     )
