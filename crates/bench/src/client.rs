@@ -218,16 +218,6 @@ impl Client {
         Ok(c)
     }
 
-    /// Puts a connection split for a load loop back together.
-    pub fn from_parts(reader: FrameReader, writer: FrameWriter) -> Client {
-        Client {
-            reader,
-            writer,
-            // Load loops send no requests; start high so that no id is reused.
-            corr: u32::MAX / 2,
-        }
-    }
-
     pub fn next_corr(&mut self) -> u32 {
         self.corr = self.corr.wrapping_add(1);
         self.corr

@@ -14,8 +14,9 @@ use brook_protocol::*;
 use bytes::{BufMut, BytesMut};
 use tokio::sync::Semaphore;
 
-use crate::client::{Client, ClientError, ConnectOptions, Result};
+use crate::client::{Client, ClientError, ConnectOptions, FrameReader, FrameWriter, Result};
 use crate::procfs;
+use crate::scenarios::key_of;
 use crate::stats::{Latency, Report};
 use crate::{Common, ConnectionsArgs, StreamsArgs};
 
@@ -33,23 +34,16 @@ fn broker_footprint(common: &Common) -> Option<(u64, u64)> {
     Some((procfs::rss_bytes(pid)?, procfs::open_files(pid)?))
 }
 
-/// Per-unit growth of RSS (KiB) and descriptors between two footprints.
+/// Growth of RSS (KiB) and descriptors per unit between two footprints, under these keys.
 fn per_unit(
     report: &mut Report,
-    unit: &'static str,
+    (rss_key, fd_key): (&'static str, &'static str),
     before: Option<(u64, u64)>,
     after: Option<(u64, u64)>,
     n: usize,
 ) {
     if let (Some((rss0, fd0)), Some((rss1, fd1))) = (before, after) {
         let n = n.max(1) as f64;
-        let (rss_key, fd_key) = match unit {
-            "connection" => (
-                "broker_rss_kib_per_idle_connection",
-                "broker_files_per_idle_connection",
-            ),
-            _ => ("broker_rss_kib_per_stream", "broker_files_per_stream"),
-        };
         report
             .extra
             .insert(rss_key, (rss1 as f64 - rss0 as f64) / 1024.0 / n);
@@ -86,21 +80,21 @@ where
     Ok(out)
 }
 
-/// Keeps an idle connection alive: answers with a heartbeat per interval and counts the
-/// broker's. Ends when `stop` is reached; counts the connection as lost if the broker closed it.
+/// Keeps an idle connection alive: sends a heartbeat per interval and counts the broker's.
+/// Ends at `until`, handing the connection back (open) so that it is closed after the run;
+/// counts it as lost if the broker closed it.
 async fn keep_alive(
     client: Client,
     heartbeat: u32,
     until: Instant,
     heartbeats: Arc<AtomicU64>,
     lost: Arc<AtomicU64>,
-) -> Client {
+) -> (FrameReader, FrameWriter) {
     let Client {
         mut reader,
         mut writer,
         ..
     } = client;
-    let beat = Frame::Heartbeat(Heartbeat {}).to_bytes();
     let period = Duration::from_secs(u64::from(heartbeat.max(1)));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let deadline = tokio::time::Instant::from_std(until);
@@ -108,7 +102,7 @@ async fn keep_alive(
     loop {
         tokio::select! {
             frame = reader.next_raw(), if alive => match frame {
-                Ok(f) if f.get(..2) == Some(&keys::HEARTBEAT.to_be_bytes()[..]) => {
+                Ok(f) if key_of(&f) == keys::HEARTBEAT => {
                     heartbeats.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(_) => {}
@@ -118,8 +112,7 @@ async fn keep_alive(
                 }
             },
             _ = tick.tick(), if heartbeat > 0 && alive => {
-                let mut b = BytesMut::from(&beat[..]);
-                if writer.write_raw(&mut b).await.is_err() {
+                if writer.send(&Frame::Heartbeat(Heartbeat {})).await.is_err() {
                     lost.fetch_add(1, Ordering::Relaxed);
                     alive = false;
                 }
@@ -127,7 +120,7 @@ async fn keep_alive(
             _ = tokio::time::sleep_until(deadline) => break,
         }
     }
-    Client::from_parts(reader, writer)
+    (reader, writer)
 }
 
 /// One active connection: publishes one message at a time at `interval`, waiting for each
@@ -151,9 +144,9 @@ async fn publish_slowly(
         client.writer.write_raw(&mut buf).await?;
         loop {
             let frame = client.reader.next_raw().await?;
-            match frame.get(..2).map(|k| u16::from_be_bytes([k[0], k[1]])) {
-                Some(keys::PUBLISH_CONFIRM) => break,
-                Some(keys::PUBLISH_ERROR) => {
+            match key_of(&frame) {
+                keys::PUBLISH_CONFIRM => break,
+                keys::PUBLISH_ERROR => {
                     return Err(ClientError::Unexpected("publish error".into()));
                 }
                 _ => {}
@@ -164,6 +157,33 @@ async fn publish_slowly(
     }
     let _ = client.close().await;
     Ok((latency, id))
+}
+
+/// The active connections of the `connections` scenario, publishing until `until`: their
+/// confirm latencies and how many messages they published.
+async fn publish_meanwhile(
+    common: &Common,
+    stream: &str,
+    args: &ConnectionsArgs,
+    options: ConnectOptions,
+    until: Instant,
+) -> Result<(Latency, u64)> {
+    let interval = Duration::from_secs_f64(args.active as f64 / args.rate as f64);
+    let active = bounded(args.active, args.active.max(1), |_| {
+        let (c, stream) = (common.clone(), stream.to_owned());
+        async move {
+            let client = Client::connect_with(c.addr, &c.user, &c.password, options).await?;
+            publish_slowly(client, stream, interval, until).await
+        }
+    })
+    .await?;
+    let mut latency = Latency::new();
+    let mut published = 0;
+    for (l, n) in &active {
+        latency.merge(l);
+        published += n;
+    }
+    Ok((latency, published))
 }
 
 pub async fn connections(args: ConnectionsArgs) -> Result<Report> {
@@ -205,30 +225,7 @@ pub async fn connections(args: ConnectionsArgs) -> Result<Report> {
             ))
         })
         .collect();
-    let interval = Duration::from_secs_f64(args.active as f64 / args.rate as f64);
-    let active = bounded(args.active, args.active.max(1), |_| {
-        let (c, stream) = (common.clone(), stream.clone());
-        async move {
-            let client = Client::connect_with(
-                c.addr,
-                &c.user,
-                &c.password,
-                ConnectOptions {
-                    heartbeat: args.heartbeat,
-                    buffer: IDLE_BUFFER,
-                },
-            )
-            .await?;
-            publish_slowly(client, stream, interval, until).await
-        }
-    })
-    .await?;
-    let mut latency = Latency::new();
-    let mut published = 0;
-    for (l, n) in &active {
-        latency.merge(l);
-        published += n;
-    }
+    let (latency, published) = publish_meanwhile(&common, &stream, &args, options, until).await?;
     let mut idle = Vec::with_capacity(keepers.len());
     for k in keepers {
         idle.push(k.await.map_err(join_error)?);
@@ -256,7 +253,11 @@ pub async fn connections(args: ConnectionsArgs) -> Result<Report> {
     report
         .extra
         .insert("connections_lost", lost.load(Ordering::Relaxed) as f64);
-    per_unit(&mut report, "connection", before, after, args.idle);
+    let keys = (
+        "broker_rss_kib_per_idle_connection",
+        "broker_files_per_idle_connection",
+    );
+    per_unit(&mut report, keys, before, after, args.idle);
     drop(idle);
     crate::scenarios::cleanup(admin, &common, &stream).await;
     Ok(report)
@@ -376,7 +377,8 @@ pub async fn streams(args: StreamsArgs) -> Result<Report> {
         .extra
         .insert("metadata_request_streams", found as f64);
     report.extra.insert("metadata_request_ms", metadata_ms);
-    per_unit(&mut report, "stream", before, after, args.count);
+    let keys = ("broker_rss_kib_per_stream", "broker_files_per_stream");
+    per_unit(&mut report, keys, before, after, args.count);
     if args.partitions > 0 {
         let name = format!("{prefix}-super");
         let seconds = super_stream(&mut admin, &name, args.partitions).await?;

@@ -44,7 +44,7 @@ fn confirmed_ids(body: &[u8]) -> impl Iterator<Item = u64> + '_ {
         .map(|c| u64::from_be_bytes(c.try_into().unwrap_or_default()))
 }
 
-fn key_of(frame: &Bytes) -> u16 {
+pub(crate) fn key_of(frame: &Bytes) -> u16 {
     frame
         .get(..2)
         .map_or(0, |k| u16::from_be_bytes([k[0], k[1]]))
