@@ -243,18 +243,12 @@ fn run(disk: &SimDisk, plan: &Plan) -> Observed {
             && rng.below(2) == 0
         {
             now = now.max(at);
-            let more = writer.sync_due(now);
-            outcome.replies.extend(more.replies);
-            outcome.committed = more.committed.or(outcome.committed);
-            outcome.fence = more.fence;
+            outcome.then(writer.sync_due(now));
         }
         // The stream goes idle now and then: it syncs, closes its files and reopens them at
         // the next write.
         if rng.below(4) == 0 {
-            let more = writer.release_files(now);
-            outcome.replies.extend(more.replies);
-            outcome.committed = more.committed.or(outcome.committed);
-            outcome.fence = more.fence;
+            outcome.then(writer.release_files(now));
         }
         answer(&mut seen, outcome.replies, outcome.fence);
     }

@@ -45,6 +45,15 @@ pub(crate) struct Outcome {
     pub synced_in: Option<std::time::Duration>,
 }
 
+impl Outcome {
+    /// Adds what a later step produced: its replies, its commit and its fence.
+    pub(crate) fn then(&mut self, later: Outcome) {
+        self.replies.extend(later.replies);
+        self.committed = later.committed.or(self.committed);
+        self.fence = later.fence;
+    }
+}
+
 /// A stream's log and the writer's state.
 #[derive(Debug)]
 pub(crate) struct StreamWriter {
@@ -187,10 +196,7 @@ impl StreamWriter {
                 self.core.synced(false, now)
             }
         };
-        let more = self.advance(step, now);
-        outcome.replies.extend(more.replies);
-        outcome.committed = more.committed.or(outcome.committed);
-        outcome.fence = more.fence;
+        outcome.then(self.advance(step, now));
         outcome
     }
 
