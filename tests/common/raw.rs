@@ -26,25 +26,9 @@ impl Raw {
 
     /// Connects and completes the handshake (PLAIN guest/guest, Tune echo, Open "/").
     pub async fn open(addr: SocketAddr) -> Raw {
-        let mut c = Raw::connect(addr).await;
-        c.handshake_until_tune("guest", "guest").await;
-        c.send(Frame::Tune(Tune {
-            frame_max: 1_048_576,
-            heartbeat: 0,
-        }))
-        .await;
-        let corr = c.next_corr();
-        let r = c
-            .request(Frame::Open(Open {
-                correlation_id: corr,
-                vhost: "/".into(),
-            }))
-            .await;
-        let Frame::OpenResponse(r) = r else {
-            panic!("{r:?}")
-        };
-        assert!(r.code.is_ok());
-        c
+        Raw::open_as(addr, "guest", "guest", "/", &[("product", "raw test")])
+            .await
+            .unwrap()
     }
 
     /// Connects as `user` to `vhost` with `properties` (e.g. `connection_name`). Returns the
@@ -57,36 +41,10 @@ impl Raw {
         properties: &[(&str, &str)],
     ) -> Result<Raw, ResponseCode> {
         let mut c = Raw::connect(addr).await;
-        let corr = c.next_corr();
-        c.request(Frame::PeerProperties(PeerProperties {
-            correlation_id: corr,
-            properties: properties
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        }))
-        .await;
-        let corr = c.next_corr();
-        c.request(Frame::SaslHandshake(SaslHandshake {
-            correlation_id: corr,
-        }))
-        .await;
-        let corr = c.next_corr();
-        let r = c
-            .request(Frame::SaslAuthenticate(SaslAuthenticate {
-                correlation_id: corr,
-                mechanism: "PLAIN".into(),
-                data: Some(Bytes::from(format!("\0{user}\0{pass}"))),
-            }))
-            .await;
-        let Frame::SaslAuthenticateResponse(a) = r else {
-            panic!("{r:?}")
-        };
+        let a = c.handshake_with(user, pass, properties).await;
         if !a.code.is_ok() {
             return Err(a.code);
         }
-        let t = c.recv().await.unwrap();
-        assert!(matches!(t, Frame::Tune(_)), "{t:?}");
         c.send(Frame::Tune(Tune {
             frame_max: 1_048_576,
             heartbeat: 0,
@@ -112,11 +70,24 @@ impl Raw {
         user: &str,
         pass: &str,
     ) -> SaslAuthenticateResponse {
+        self.handshake_with(user, pass, &[("product", "raw test")])
+            .await
+    }
+
+    async fn handshake_with(
+        &mut self,
+        user: &str,
+        pass: &str,
+        properties: &[(&str, &str)],
+    ) -> SaslAuthenticateResponse {
         let corr = self.next_corr();
         let r = self
             .request(Frame::PeerProperties(PeerProperties {
                 correlation_id: corr,
-                properties: vec![("product".into(), "raw test".into())],
+                properties: properties
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             }))
             .await;
         assert!(matches!(r, Frame::PeerPropertiesResponse(_)), "{r:?}");
