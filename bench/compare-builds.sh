@@ -5,6 +5,7 @@
 #
 #   bench/compare-builds.sh 876b05f          # before = that commit, after = the working tree
 #   RUNS=1 SCENARIOS="publish e2e" bench/compare-builds.sh HEAD~3
+#   SCENARIOS=official bench/compare-builds.sh HEAD~3    # the official Rust client's scenarios only
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,9 +28,10 @@ echo "== building $base_rev (release, in $base_target)" >&2
 git -C "$here" worktree add --detach --quiet "$work/base" "$base_rev"
 (cd "$work/base" && CARGO_TARGET_DIR="$base_target" cargo build --release --quiet --bin brook)
 echo "== building the working tree (release)" >&2
-(cd "$here" && cargo build --release --quiet --bin brook)
+(cd "$here" && cargo build --release --quiet --bin brook --example official_client_bench)
 before="$base_target/release/brook"
 after="$here/target/release/brook"
+official="$here/target/release/examples/official_client_bench"
 
 wait_port() {
     for _ in $(seq 300); do
@@ -57,6 +59,8 @@ scenarios=(
     "publish --messages 300000 --size 1024"
     "consume --messages 300000 --size 1024"
     "track --count 10000"
+    "official publish --messages 1000000"
+    "official consume --messages 1000000"
 )
 # SCENARIOS="publish consume" runs only the scenarios starting with those words.
 if [ ${#only[@]} -gt 0 ]; then
@@ -72,9 +76,15 @@ for scenario in "${scenarios[@]}"; do
         for build in before after; do
             if [ "$build" = before ]; then port=5571 pid=$before_pid; else port=5572 pid=$after_pid; fi
             echo "== $build: $scenario (run $run/$runs)" >&2
-            # shellcheck disable=SC2086
-            json=$("$after" bench $scenario --addr "127.0.0.1:$port" --broker-pid "$pid" --json 2>/dev/null) || {
-                echo "   failed" >&2
+            if [[ "$scenario" == official* ]]; then
+                # shellcheck disable=SC2086
+                run() { "$official" ${scenario#official } --port "$port" --broker-pid "$pid" --json; }
+            else
+                # shellcheck disable=SC2086
+                run() { "$after" bench $scenario --addr "127.0.0.1:$port" --broker-pid "$pid" --json; }
+            fi
+            json=$(run 2>"$work/run.err") || {
+                echo "   failed: $(tail -1 "$work/run.err")" >&2
                 continue
             }
             printf '{"broker_name":"%s","args":"%s","result":%s}\n' "$build" "$scenario" "$json" >>"$results"

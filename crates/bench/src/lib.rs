@@ -23,6 +23,7 @@ use clap::builder::TypedValueParser as _;
 use clap::{Args, Subcommand};
 
 pub use client::ClientError;
+pub use scenarios::count_chunks;
 pub use stats::{Latency, Percentiles, Report};
 
 /// Options every scenario takes.

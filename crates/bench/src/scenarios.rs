@@ -303,6 +303,17 @@ async fn drain(
     Ok(first)
 }
 
+/// Reads `stream` from its first message until `messages` arrived and returns how many chunks
+/// they came in: how a producer's messages were batched, whatever client wrote them.
+pub async fn count_chunks(common: &Common, stream: &str, messages: u64) -> Result<u64> {
+    let mut c = connect(common).await?;
+    c.subscribe(0, stream, OffsetSpec::First, 10).await?;
+    let mut chunks = 0u64;
+    drain(&mut c, messages, &AtomicU64::new(0), |_| chunks += 1).await?;
+    let _ = c.close().await;
+    Ok(chunks)
+}
+
 mod keys {
     pub use brook_protocol::keys::*;
     pub const SUBSCRIBE_RESPONSE_KEY: u16 = SUBSCRIBE | RESPONSE;
