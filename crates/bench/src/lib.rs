@@ -8,6 +8,7 @@
 //! * `e2e`: a fixed publish rate with a consumer at `next`; end-to-end latency, exactly once.
 //! * `track`: StoreOffset + QueryOffset round trips.
 //! * `connections`, `streams`: cost per idle connection and per stream (`scale.rs`).
+//! * `attach`: time from Subscribe at an offset of an existing stream to its first chunk.
 //!
 //! Progress goes to stderr once a second; the summary (or `--json`, one object) to stdout.
 
@@ -64,6 +65,20 @@ pub enum Scenario {
     Connections(ConnectionsArgs),
     /// Many streams: create rate, cost per stream, Metadata for many.
     Streams(StreamsArgs),
+    /// Subscribe at an offset of an existing stream (`--stream`): time to the first chunk.
+    Attach(AttachArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AttachArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The offset to attach at.
+    #[arg(long)]
+    pub offset: u64,
+    /// Subscriptions, one after the other, each on a new connection.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub count: usize,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -180,6 +195,7 @@ impl Scenario {
             Scenario::Track(a) => &a.common,
             Scenario::Connections(a) => &a.common,
             Scenario::Streams(a) => &a.common,
+            Scenario::Attach(a) => &a.common,
         }
     }
 }
@@ -193,6 +209,7 @@ pub async fn run(scenario: Scenario) -> Result<Report, ClientError> {
         Scenario::Track(a) => scenarios::track(a).await,
         Scenario::Connections(a) => scale::connections(a).await,
         Scenario::Streams(a) => scale::streams(a).await,
+        Scenario::Attach(a) => scale::attach(a).await,
     }
 }
 

@@ -5,6 +5,8 @@
 //!   idle connection, heartbeats handled, connections lost, the active ones' confirm latency.
 //! * `streams`: thousands of streams (and optionally a super stream of many partitions):
 //!   create rate, broker memory and descriptors per stream, one Metadata request for many.
+//! * `attach`: how long a consumer waits for its first chunk when it attaches in the middle of
+//!   a big stream (the broker seeks by its index).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +20,7 @@ use crate::client::{Client, ClientError, ConnectOptions, FrameReader, FrameWrite
 use crate::procfs;
 use crate::scenarios::key_of;
 use crate::stats::{Latency, Report};
-use crate::{Common, ConnectionsArgs, StreamsArgs};
+use crate::{AttachArgs, Common, ConnectionsArgs, StreamsArgs};
 
 /// Socket buffers of idle connections: heartbeats are 4 bytes, so 4 KiB keeps the client's own
 /// memory (which shares the machine) small.
@@ -405,5 +407,42 @@ pub async fn streams(args: StreamsArgs) -> Result<Report> {
     }
     crate::scenarios::finish(&mut report, sampler).await;
     let _ = admin.close().await;
+    Ok(report)
+}
+
+/// Time from sending Subscribe at `offset` to the first Deliver, on a fresh connection.
+async fn attach_once(common: &Common, stream: &str, offset: u64) -> Result<u64> {
+    let mut c = Client::connect(common.addr, &common.user, &common.password).await?;
+    let started = Instant::now();
+    c.subscribe(0, stream, OffsetSpec::Offset(offset), 1)
+        .await?;
+    loop {
+        let frame = c.reader.next_raw().await?;
+        if key_of(&frame) == keys::DELIVER {
+            let nanos = started.elapsed().as_nanos() as u64;
+            let _ = c.close().await;
+            return Ok(nanos);
+        }
+    }
+}
+
+pub async fn attach(args: AttachArgs) -> Result<Report> {
+    let common = &args.common;
+    let stream = common
+        .stream
+        .clone()
+        .ok_or_else(|| ClientError::Unexpected("attach needs --stream".into()))?;
+    let mut latency = Latency::new();
+    for _ in 0..args.count {
+        latency.record_nanos(attach_once(common, &stream, args.offset).await?);
+    }
+    let mut report = Report {
+        scenario: "attach",
+        broker: common.addr.to_string(),
+        latency_us: latency.percentiles(),
+        ..Report::default()
+    };
+    report.extra.insert("attach_offset", args.offset as f64);
+    report.extra.insert("subscriptions", args.count as f64);
     Ok(report)
 }

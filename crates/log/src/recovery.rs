@@ -355,20 +355,52 @@ fn open_segment(fs: &Fs<'_>, path: &Path, writable: bool) -> Result<(Box<dyn Fil
     Ok((file, len))
 }
 
+/// A segment's numbers from its index: how many chunks, and its last record.
 fn info_from(
     first_chunk_id: u64,
-    records: &[IndexRecord],
+    (chunks, last): (u64, Option<&IndexRecord>),
     size: u64,
     next_offset: u64,
 ) -> SegmentInfo {
     SegmentInfo {
         first_chunk_id,
-        chunks: records.len() as u64,
+        chunks,
         size,
-        last_chunk_id: records.last().map(|r| r.chunk_id),
-        last_timestamp: records.last().map(|r| r.timestamp),
+        last_chunk_id: last.map(|r| r.chunk_id),
+        last_timestamp: last.map(|r| r.timestamp),
         next_offset,
     }
+}
+
+fn count_and_last(records: &[IndexRecord]) -> (u64, Option<&IndexRecord>) {
+    (records.len() as u64, records.last())
+}
+
+/// How many records an index holds and its last one, reading only the header and that record:
+/// a sealed segment's index can be megabytes, and a restart must not take longer as the log
+/// grows (issue #12). `None` where [`read_records`] finds no index, or an empty one.
+fn read_last_record(storage: &dyn Storage, path: &Path) -> Result<Option<(u64, IndexRecord)>> {
+    let file = match storage.open(path, OpenMode::Read) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(LogError::io(path)(e)),
+    };
+    let len = file.len().map_err(LogError::io(path))?;
+    let count = len.saturating_sub(FILE_HEADER_LEN) / INDEX_RECORD_LEN;
+    let mut header = [0u8; FILE_HEADER_LEN as usize];
+    if count == 0 {
+        return Ok(None);
+    }
+    file.read_exact_at(&mut header, 0)
+        .map_err(LogError::io(path))?;
+    if header != INDEX_HEADER {
+        return Ok(None);
+    }
+    let mut record = [0u8; INDEX_RECORD_LEN as usize];
+    let at = FILE_HEADER_LEN + (count - 1) * INDEX_RECORD_LEN;
+    file.read_exact_at(&mut record, at)
+        .map_err(LogError::io(path))?;
+    Ok(Some((count, IndexRecord::parse(&record))))
 }
 
 /// Repairs the last segment; returns its info and index records.
@@ -450,7 +482,10 @@ fn recover_tail(
     }
     report.dropped_index_records += dropped;
     report.indexed_chunks += if had_index { added } else { 0 };
-    Ok((info_from(id, &records, end, next_offset), records))
+    Ok((
+        info_from(id, count_and_last(&records), end, next_offset),
+        records,
+    ))
 }
 
 /// An invalid chunk at `pos` followed by a valid chunk is corruption, not a torn write.
@@ -508,10 +543,9 @@ fn load_sealed(fs: &Fs<'_>, id: u64, report: &mut Recovery) -> Result<SegmentInf
     let (file, len) = open_segment(fs, &seg_path, false)?;
     check_segment_header(&*file, &seg_path)?;
     let idx_path = index_path(fs.dir, id);
-    if let Some(records) = read_records(fs.storage, &idx_path)?.filter(|r| !r.is_empty()) {
-        let last = records[records.len() - 1];
+    if let Some((count, last)) = read_last_record(fs.storage, &idx_path)? {
         let h = read_header(&*file, &seg_path, u64::from(last.position))?;
-        return Ok(info_from(id, &records, len, h.next_offset()));
+        return Ok(info_from(id, (count, Some(&last)), len, h.next_offset()));
     }
     let mut records = Vec::new();
     let (end, next_offset) = scan(&*file, &seg_path, FILE_HEADER_LEN, len, id, &mut records)?;
@@ -524,7 +558,7 @@ fn load_sealed(fs: &Fs<'_>, id: u64, report: &mut Recovery) -> Result<SegmentInf
     }
     write_index(fs, id, &records)?;
     report.rebuilt_indexes.push(id);
-    Ok(info_from(id, &records, len, next_offset))
+    Ok(info_from(id, count_and_last(&records), len, next_offset))
 }
 
 /// Tracking = the last segment's snapshot, then its deltas and user-chunk trailers in order.
