@@ -5,6 +5,7 @@
 #
 #   compat/rust-client-suite.sh            # from anywhere; needs cargo and network access to crates.io
 #   ONLY=producer_drop VERBOSE=1 compat/rust-client-suite.sh   # a subset, with the failures' output
+#   ONLY=producer_drop REPEAT=20 compat/rust-client-suite.sh    # each selected test 20 times
 #
 # The suite expects a broker with its defaults: localhost:5552 (guest/guest), TLS on 5551 with
 # the certificates in the crate's .ci/certs, and the management API on 15672. Those ports must
@@ -87,15 +88,17 @@ for bin in $binaries; do
     for name in $(cd "$suite" && "$suite/$bin" --list --format terse 2>/dev/null | sed -n 's/: test$//p'); do
         # ONLY=regex runs a subset.
         [[ -n "${ONLY:-}" && ! "$name" =~ $ONLY ]] && continue
-        if (cd "$suite" && timeout "$timeout_secs" "$suite/$bin" --exact "$name" --test-threads 1 \
-                >"$work/last.log" 2>&1); then
-            echo "PASS $name"
-            passed=$((passed + 1))
-        else
-            echo "FAIL $name"
-            failed=$((failed + 1))
-            [ -n "${VERBOSE:-}" ] && tail -20 "$work/last.log" >&2
-        fi
+        for _ in $(seq "${REPEAT:-1}"); do
+            if (cd "$suite" && timeout "$timeout_secs" "$suite/$bin" --exact "$name" --test-threads 1 \
+                    >"$work/last.log" 2>&1); then
+                echo "PASS $name"
+                passed=$((passed + 1))
+            else
+                echo "FAIL $name"
+                failed=$((failed + 1))
+                [ -n "${VERBOSE:-}" ] && grep -m3 -A3 "panicked" "$work/last.log" >&2
+            fi
+        done
     done
 done
 echo "$passed passed, $failed failed"

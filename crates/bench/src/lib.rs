@@ -9,10 +9,12 @@
 //! * `track`: StoreOffset + QueryOffset round trips.
 //! * `connections`, `streams`: cost per idle connection and per stream (`scale.rs`).
 //! * `attach`: time from Subscribe at an offset of an existing stream to its first chunk.
+//! * `fanout`: producers and many consumers at once (`fanout.rs`).
 //!
 //! Progress goes to stderr once a second; the summary (or `--json`, one object) to stdout.
 
 pub mod client;
+mod fanout;
 pub mod procfs;
 mod scale;
 mod scenarios;
@@ -67,6 +69,25 @@ pub enum Scenario {
     Streams(StreamsArgs),
     /// Subscribe at an offset of an existing stream (`--stream`): time to the first chunk.
     Attach(AttachArgs),
+    /// Producers and many consumers per stream at once: delivered msg/s, CPU per delivered.
+    Fanout(FanoutArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Streams, one producer each.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..).map(usize::from))]
+    pub streams: usize,
+    /// Consumers per stream, each on its own connection, each reading every message.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..).map(usize::from))]
+    pub consumers: usize,
+    /// Messages each producer publishes.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub messages: u64,
+    #[arg(long, default_value_t = 12)]
+    pub size: usize,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -196,6 +217,7 @@ impl Scenario {
             Scenario::Connections(a) => &a.common,
             Scenario::Streams(a) => &a.common,
             Scenario::Attach(a) => &a.common,
+            Scenario::Fanout(a) => &a.common,
         }
     }
 }
@@ -210,6 +232,7 @@ pub async fn run(scenario: Scenario) -> Result<Report, ClientError> {
         Scenario::Connections(a) => scale::connections(a).await,
         Scenario::Streams(a) => scale::streams(a).await,
         Scenario::Attach(a) => scale::attach(a).await,
+        Scenario::Fanout(a) => fanout::fanout(a).await,
     }
 }
 

@@ -51,12 +51,12 @@ pub(crate) fn key_of(frame: &Bytes) -> u16 {
 }
 
 /// Prints a line per second to stderr while a run is in progress.
-struct Progress {
+pub(crate) struct Progress {
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Progress {
-    fn start(label: &'static str, counter: Arc<AtomicU64>, total: u64) -> Self {
+    pub(crate) fn start(label: &'static str, counter: Arc<AtomicU64>, total: u64) -> Self {
         let task = tokio::spawn(async move {
             let started = Instant::now();
             let mut last = 0;
@@ -90,13 +90,13 @@ pub(crate) fn stream_name(common: &Common) -> String {
     })
 }
 
-async fn connect(common: &Common) -> Result<Client> {
+pub(crate) async fn connect(common: &Common) -> Result<Client> {
     Client::connect(common.addr, &common.user, &common.password).await
 }
 
 /// Publishes `count` messages on one connection with at most `in_flight` unconfirmed; records
 /// each message's confirm latency.
-async fn produce(
+pub(crate) async fn produce(
     common: &Common,
     stream: &str,
     count: u64,
@@ -248,7 +248,7 @@ pub(crate) async fn cleanup(mut admin: Client, common: &Common, stream: &str) {
 
 /// Reads a subscription until `count` messages arrived, returning one credit per chunk.
 /// Returns the time the first chunk arrived.
-async fn drain(
+pub(crate) async fn drain(
     client: &mut Client,
     count: u64,
     counter: &AtomicU64,
