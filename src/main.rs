@@ -34,6 +34,9 @@ enum Command {
         #[command(subcommand)]
         scenario: brook_bench::Scenario,
     },
+    /// A broker that stores nothing, confirms every publish at once and feeds every consumer
+    /// the same chunk: the machine's limit, for benchmarks (docs/BENCHMARKS.md).
+    NullBroker(brook_bench::null_broker::NullBrokerArgs),
     /// Operate a running brook over its management API, with rabbitmqctl's and
     /// rabbitmq-streams' command names (list_stream_consumers, add_user, set_permissions, ...).
     Ctl(brook_ctl::CtlArgs),
@@ -122,6 +125,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Serve(args)) => runtime.block_on(serve(*args)),
         None => runtime.block_on(serve(cli.serve)),
         Some(Command::Bench { scenario }) => runtime.block_on(bench(scenario)),
+        Some(Command::NullBroker(args)) => {
+            let listen = args.listen;
+            runtime
+                .block_on(brook_bench::null_broker::serve(args))
+                .with_context(|| format!("null broker on {listen}"))
+        }
         Some(Command::Verify { .. } | Command::Ctl(_)) => Ok(()),
     }
 }

@@ -11,10 +11,13 @@
 //! * `attach`: time from Subscribe at an offset of an existing stream to its first chunk.
 //! * `fanout`: producers and many consumers at once (`fanout.rs`).
 //!
+//! `null_broker.rs` is the other end: a broker that stores nothing, the machine's limit.
+//!
 //! Progress goes to stderr once a second; the summary (or `--json`, one object) to stdout.
 
 pub mod client;
 mod fanout;
+pub mod null_broker;
 pub mod procfs;
 mod scale;
 mod scenarios;
