@@ -70,6 +70,11 @@ pub struct ServeArgs {
     /// most every <ms>), or `always` (fsync before every confirm).
     #[arg(long, env = "BROOK_DURABILITY", default_value = "none", value_parser = parse_durability)]
     pub(crate) durability: Durability,
+    /// How long, in microseconds, a stream written at over 200,000 messages a second may wait
+    /// for more before writing, so that its chunks (and its consumers' reads) grow; 0 writes
+    /// at once. At most this much is added to such a stream's confirm latency.
+    #[arg(long, env = "BROOK_CHUNK_LINGER_US", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub(crate) chunk_linger_us: u64,
     /// Offer SASL ANONYMOUS, logging in as this user.
     #[arg(long, env = "BROOK_ANONYMOUS_USER")]
     pub(crate) anonymous_user: Option<String>,
@@ -144,6 +149,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let open_files_limit = limits::raise_open_files_limit();
     let mut broker_config = BrokerConfig::new(&args.data_dir);
     broker_config.durability = args.durability;
+    broker_config.chunk_linger = Duration::from_micros(args.chunk_linger_us);
     let broker = Broker::open(broker_config)
         .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
     let access = Arc::new(open_access(&args)?);

@@ -31,6 +31,9 @@ pub struct BrokerConfig {
     pub retention_check_interval: Duration,
     /// The writer starts a new chunk when one reaches this many bytes of data.
     pub max_chunk_bytes: usize,
+    /// How long a hot stream's writer may wait for more publishes so that its chunks grow
+    /// (`stream/pacing.rs`); zero writes at once.
+    pub chunk_linger: Duration,
 }
 
 impl BrokerConfig {
@@ -42,6 +45,7 @@ impl BrokerConfig {
             default_max_segment_bytes: 500_000_000,
             retention_check_interval: Duration::from_secs(60),
             max_chunk_bytes: 256 << 10,
+            chunk_linger: Duration::from_millis(1),
         }
     }
 }

@@ -202,6 +202,7 @@ impl Broker {
             totals: self.inner.totals.clone(),
             committed: committed_tx,
             retention_check_interval: config.retention_check_interval,
+            chunk_linger: config.chunk_linger,
         };
         tokio::spawn(task::run(StreamWriter::new(log, core), rx, links));
         stream

@@ -9,10 +9,12 @@
 //! boundaries, which confirms a commit releases, what a failure fences) without any I/O;
 //! [`writer`] executes those decisions against the log, synchronously; [`task`] is the async
 //! shell that batches commands, runs the writer on a blocking thread (file I/O and fsync never
-//! run on the async workers) and routes what comes out to connections.
+//! run on the async workers) and routes what comes out to connections; [`pacing`] decides
+//! when a hot stream's writes wait a little so that its chunks grow.
 
 mod chunks;
 pub(crate) mod core;
+mod pacing;
 pub(crate) use chunks::MAX_CHUNK_ENTRIES;
 #[cfg(test)]
 mod simulation;

@@ -21,6 +21,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, watch};
 
 use super::core::Reply;
+use super::pacing::Pacer;
 use super::writer::{Outcome, StreamWriter};
 use super::{Command, StreamId, StreamState};
 use crate::counters::Totals;
@@ -48,6 +49,8 @@ pub(crate) struct Links {
     pub totals: Arc<Totals>,
     pub committed: watch::Sender<u64>,
     pub retention_check_interval: Duration,
+    /// How long a hot stream may wait for more publishes before a write (`pacing.rs`).
+    pub chunk_linger: Duration,
 }
 
 /// Everything a writer task owns; moved to the blocking thread and back.
@@ -59,6 +62,18 @@ struct Task {
     sync_at: Option<Instant>,
     /// Until when writes run off the async workers (an inline batch was slow).
     slow_until: Option<Instant>,
+    pacer: Pacer,
+}
+
+/// Entries (messages or sub-entry batches) of the publishes in `batch`.
+fn publish_entries(batch: &[Command]) -> usize {
+    batch
+        .iter()
+        .map(|c| match c {
+            Command::Publish(p) => p.take,
+            _ => 0,
+        })
+        .sum()
 }
 
 /// What ended a blocking call.
@@ -152,6 +167,7 @@ impl Task {
                 .iter()
                 .position(|c| matches!(c, Command::Shutdown { .. } | Command::Delete { .. }));
             let rest = stop.map(|i| batch.split_off(i));
+            self.pacer.wrote(publish_entries(&batch), Instant::now());
             let outcome = self
                 .writer
                 .handle(std::mem::take(&mut batch), Instant::now());
@@ -171,6 +187,17 @@ impl Task {
             }
         }
         Next::Busy(batch)
+    }
+
+    /// Waits for more publishes when the pacer says so, and takes them with `batch`.
+    async fn linger(&mut self, batch: &mut Vec<Command>) {
+        let Some(until) = self.pacer.hold(publish_entries(batch), Instant::now()) else {
+            return;
+        };
+        tokio::time::sleep_until(until.into()).await;
+        // `batch` is not empty, so this cannot report the senders gone.
+        let _ = self.drain(batch);
+        self.pacer.held(publish_entries(batch), Instant::now());
     }
 
     /// Takes what is queued now, up to a batch. `Err` once every sender is gone.
@@ -199,9 +226,10 @@ pub(crate) async fn run(
     let mut task = Task {
         writer,
         commands,
-        links,
         sync_at: None,
         slow_until: None,
+        pacer: Pacer::new(links.chunk_linger, Instant::now()),
+        links,
     };
     let mut batch = Vec::new();
     // Commands taken but not handled yet (the last call stopped at its bound).
@@ -249,6 +277,7 @@ pub(crate) async fn run(
                     break;
                 }
                 active_at = Instant::now();
+                task.linger(&mut batch).await;
                 let first = std::mem::take(&mut batch);
                 if task.inline(&first, Instant::now()) {
                     task.work_inline(first)
