@@ -59,6 +59,8 @@ scenarios=(
     "publish --messages 300000 --size 1024"
     "consume --messages 300000 --size 1024"
     "track --count 10000"
+    "fanout --streams 1 --consumers 100 --messages 1000000"
+    "fanout --streams 10 --consumers 10 --messages 1000000"
     "official publish --messages 1000000"
     "official consume --messages 1000000"
 )

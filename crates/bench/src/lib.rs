@@ -184,6 +184,13 @@ pub struct ConsumeArgs {
     /// Initial credit (chunks); one more is granted per chunk received.
     #[arg(long, default_value_t = 10)]
     pub credit: u16,
+    /// Messages per Publish frame while pre-filling.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=65_535).map(|v| v as usize))]
+    pub prefill_batch: usize,
+    /// Unconfirmed messages allowed while pre-filling: with `--prefill-batch` it bounds the
+    /// stream's chunks (a write holds at most this many messages).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub prefill_in_flight: usize,
 }
 
 #[derive(Args, Debug, Clone)]

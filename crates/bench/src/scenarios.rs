@@ -333,14 +333,15 @@ pub async fn consume(args: ConsumeArgs) -> Result<Report> {
         &stream,
         args.messages,
         args.size,
-        100,
-        10_000,
+        args.prefill_batch,
+        args.prefill_in_flight,
         Arc::new(AtomicU64::new(0)),
     )
     .await?;
 
     let sampler = common.broker_pid.and_then(crate::procfs::Sampler::start);
     let counter = Arc::new(AtomicU64::new(0));
+    let chunks = Arc::new(AtomicU64::new(0));
     let progress = Progress::start(
         "consume",
         counter.clone(),
@@ -350,11 +351,14 @@ pub async fn consume(args: ConsumeArgs) -> Result<Report> {
     let mut tasks = Vec::new();
     for _ in 0..args.consumers {
         let (common, stream, counter) = (common.clone(), stream.clone(), counter.clone());
-        let (count, credit) = (args.messages, args.credit);
+        let (count, credit, chunks) = (args.messages, args.credit, chunks.clone());
         tasks.push(tokio::spawn(async move {
             let mut c = connect(&common).await?;
             c.subscribe(0, &stream, OffsetSpec::First, credit).await?;
-            let first = drain(&mut c, count, &counter, |_| {}).await?;
+            let first = drain(&mut c, count, &counter, |_| {
+                chunks.fetch_add(1, Ordering::Relaxed);
+            })
+            .await?;
             let _ = c.close().await;
             Ok::<_, ClientError>(first)
         }));
@@ -378,6 +382,11 @@ pub async fn consume(args: ConsumeArgs) -> Result<Report> {
         ..Report::default()
     }
     .with_rate(args.messages * args.consumers as u64, args.size, seconds);
+    let delivered = chunks.load(Ordering::Relaxed).max(1);
+    report.extra.insert(
+        "messages_per_chunk",
+        (args.messages * args.consumers as u64) as f64 / delivered as f64,
+    );
     finish(&mut report, sampler).await;
     cleanup(admin, common, &stream).await;
     Ok(report)
