@@ -5,7 +5,8 @@
 //! * `publish`: producers publish with confirms and a bounded in-flight window; confirmed
 //!   msg/s, MB/s, confirm latency percentiles.
 //! * `consume`: pre-fill (not timed), then consumers read from `first`; msg/s, time to first.
-//! * `e2e`: a fixed publish rate with a consumer at `next`; end-to-end latency, exactly once.
+//! * `e2e`: a fixed publish rate with a consumer at `next`; end-to-end latency, exactly once;
+//!   with `--backlog`, while another consumer reads a backlog from `first` (`catch_up.rs`).
 //! * `track`: StoreOffset + QueryOffset round trips.
 //! * `connections`, `streams`: cost per idle connection and per stream (`scale.rs`).
 //! * `attach`: time from Subscribe at an offset of an existing stream to its first chunk.
@@ -15,6 +16,7 @@
 //!
 //! Progress goes to stderr once a second; the summary (or `--json`, one object) to stdout.
 
+mod catch_up;
 pub mod client;
 mod fanout;
 pub mod null_broker;
@@ -206,6 +208,18 @@ pub struct E2eArgs {
     /// Message size (at least 16: sequence number and send time).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(16..).map(|v| v as usize))]
     pub size: usize,
+    /// Pre-fill the stream with this many messages (untimed), and read them from `first` as
+    /// fast as possible while the run publishes: does a reader far behind cost the producers
+    /// their latency?
+    #[arg(long, default_value_t = 0)]
+    pub backlog: u64,
+    /// Size of the backlog's messages.
+    #[arg(long, default_value_t = 1024)]
+    pub backlog_size: usize,
+    /// After the pre-fill, write back and drop the page cache (Linux, as root), so the
+    /// backlog is read from the disk.
+    #[arg(long, requires = "backlog")]
+    pub drop_caches: bool,
 }
 
 #[derive(Args, Debug, Clone)]

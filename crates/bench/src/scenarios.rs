@@ -401,6 +401,26 @@ pub async fn e2e(args: E2eArgs) -> Result<Report> {
     let mut admin = connect(common).await?;
     admin.create_stream(&stream).await?;
     let total = args.rate * args.duration;
+    if args.backlog > 0 {
+        eprintln!(
+            "e2e: pre-filling a backlog of {} messages (not timed)",
+            args.backlog
+        );
+        let counter = Arc::new(AtomicU64::new(0));
+        produce(
+            common,
+            &stream,
+            args.backlog,
+            args.backlog_size,
+            100,
+            10_000,
+            counter,
+        )
+        .await?;
+        if args.drop_caches {
+            crate::catch_up::drop_page_cache()?;
+        }
+    }
     let epoch = Instant::now();
 
     // The consumer attaches at `next` before anything is published.
@@ -446,6 +466,10 @@ pub async fn e2e(args: E2eArgs) -> Result<Report> {
     });
 
     let sampler = common.broker_pid.and_then(crate::procfs::Sampler::start);
+    let catch_up = match args.backlog {
+        0 => None,
+        n => Some(crate::catch_up::CatchUp::start(common, &stream, n).await?),
+    };
     let progress = Progress::start("e2e", counter.clone(), total);
     let mut producer = connect(common).await?;
     producer.declare_publisher(0, &stream).await?;
@@ -502,6 +526,9 @@ pub async fn e2e(args: E2eArgs) -> Result<Report> {
         ..Report::default()
     }
     .with_rate(total, args.size, seconds);
+    if let Some(catch_up) = catch_up {
+        catch_up.finish(&mut report).await?;
+    }
     finish(&mut report, sampler).await;
     cleanup(admin, common, &stream).await;
     Ok(report)
