@@ -23,14 +23,17 @@ cleanup() {
     [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
     rm -rf "$work"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 (cd "$here" && cargo build --release --quiet --bin brook)
 brook="$here/target/release/brook"
 port=5590
 
+# Waits until brook (process $pid) listens on port $1.
 wait_port() {
     for _ in $(seq 600); do
+        kill -0 "$pid" 2>/dev/null || { echo "brook under valgrind exited" >&2; return 1; }
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
         sleep 0.2
     done
@@ -38,7 +41,8 @@ wait_port() {
     return 1
 }
 
-# Runs `brook bench ARGS` against a fresh brook under callgrind; prints "Ir json".
+# Runs `brook bench ARGS` against a fresh brook under callgrind; writes "Ir json" to
+# $work/NAME.res (run in this shell, not a subshell, so that `cleanup` knows the pid).
 measure() {
     local name=$1; shift
     rm -rf "$work/$name"
@@ -48,21 +52,25 @@ measure() {
     pid=$!
     wait_port "$port"
     local json
-    json=$("$brook" bench "$@" --addr "127.0.0.1:$port" --json 2>/dev/null)
+    json=$("$brook" bench "$@" --addr "127.0.0.1:$port" --json 2>"$work/$name.err") || {
+        echo "brook bench $*: $(tail -1 "$work/$name.err")" >&2
+        return 1
+    }
     kill -TERM "$pid"
     wait "$pid" || true
     pid=""
     local ir
     ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$work/$name.cg")
-    echo "$ir $json"
+    echo "$ir $json" >"$work/$name.res"
 }
 
 printf '| pre-fill frames and window | messages per chunk delivered | instructions per chunk | per message |\n'
 printf '|---|---|---|---|\n'
 for b in "${batches[@]}"; do
-    read -r fill_ir _ < <(measure "fill-$b" publish --messages "$messages" --batch "$b" --in-flight "$b")
-    read -r all_ir json < <(measure "all-$b" consume --messages "$messages" \
-        --prefill-batch "$b" --prefill-in-flight "$b")
+    measure "fill-$b" publish --messages "$messages" --batch "$b" --in-flight "$b"
+    measure "all-$b" consume --messages "$messages" --prefill-batch "$b" --prefill-in-flight "$b"
+    read -r fill_ir _ <"$work/fill-$b.res"
+    read -r all_ir json <"$work/all-$b.res"
     python3 - "$fill_ir" "$all_ir" "$json" "$messages" "$b" <<'EOF'
 import json, sys
 fill, total, report, messages, b = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4]), sys.argv[5]

@@ -22,17 +22,20 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/brook-null.XXXXXX")
 pids=()
 cleanup() {
     set +e
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
     rm -rf "$work"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 (cd "$here" && cargo build --release --quiet --bin brook --example official_client_bench)
 brook="$here/target/release/brook"
 official="$here/target/release/examples/official_client_bench"
 
+# Waits until process $2 listens on port $1.
 wait_port() {
     for _ in $(seq 300); do
+        kill -0 "$2" 2>/dev/null || { echo "the server for port $1 exited" >&2; return 1; }
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
         sleep 0.2
     done
@@ -46,7 +49,7 @@ start() { # NAME PORT COMMAND...
     "$@" >"$work/$name.out" 2>&1 &
     pids+=($!)
     port[$name]=$p pid[$name]=$!
-    wait_port "$p"
+    wait_port "$p" "$!"
 }
 start brook 5581 env BROOK_NO_PROMETHEUS=true "$brook" serve --listen 127.0.0.1:5581 --no-http \
     --data-dir "$work/brook-data"
@@ -70,14 +73,14 @@ for scenario in "${scenarios[@]}"; do
             [ "$target" = brook ] || count="--no-chunk-count"
             if [[ "$scenario" == official* ]]; then
                 # shellcheck disable=SC2086
-                run() { "$official" ${scenario#official } --port "${port[$target]}" \
+                measure() { "$official" ${scenario#official } --port "${port[$target]}" \
                     --broker-pid "${pid[$target]}" $count --json; }
             else
                 # shellcheck disable=SC2086
-                run() { "$brook" bench $scenario --addr "127.0.0.1:${port[$target]}" \
+                measure() { "$brook" bench $scenario --addr "127.0.0.1:${port[$target]}" \
                     --broker-pid "${pid[$target]}" --json; }
             fi
-            json=$(run 2>"$work/run.err") || {
+            json=$(measure 2>"$work/run.err") || {
                 echo "   failed: $(tail -1 "$work/run.err")" >&2
                 continue
             }

@@ -70,9 +70,10 @@ pub struct ServeArgs {
     /// most every <ms>), or `always` (fsync before every confirm).
     #[arg(long, env = "BROOK_DURABILITY", default_value = "none", value_parser = parse_durability)]
     pub(crate) durability: Durability,
-    /// How long, in microseconds, a stream written at over 200,000 messages a second may wait
-    /// for more before writing, so that its chunks (and its consumers' reads) grow; 0 writes
-    /// at once. At most this much is added to such a stream's confirm latency.
+    /// How long, in microseconds, a stream written at over 200,000 entries (messages or
+    /// sub-entry batches) a second may wait for more before writing, so that its chunks (and
+    /// its consumers' reads) grow; 0 writes at once. At most this much (plus the timer's
+    /// millisecond granularity) is added to such a stream's confirm latency.
     #[arg(long, env = "BROOK_CHUNK_LINGER_US", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub(crate) chunk_linger_us: u64,
     /// Offer SASL ANONYMOUS, logging in as this user.

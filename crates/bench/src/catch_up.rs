@@ -10,10 +10,35 @@ use std::time::Instant;
 use brook_protocol::OffsetSpec;
 use tokio::task::JoinHandle;
 
-use crate::Common;
-use crate::client::Result;
-use crate::scenarios::{connect, drain};
+use crate::client::{ClientError, Result};
+use crate::scenarios::{connect, drain, produce};
 use crate::stats::Report;
+use crate::{Common, E2eArgs};
+
+/// Fills `stream` with the backlog (untimed) and, if asked, drops the page cache.
+pub(crate) async fn prefill(common: &Common, stream: &str, args: &E2eArgs) -> Result<()> {
+    eprintln!(
+        "e2e: pre-filling a backlog of {} messages (not timed)",
+        args.backlog
+    );
+    let counter = Arc::new(AtomicU64::new(0));
+    produce(
+        common,
+        stream,
+        args.backlog,
+        args.backlog_size,
+        100,
+        10_000,
+        counter,
+    )
+    .await?;
+    if args.drop_caches {
+        tokio::task::spawn_blocking(drop_page_cache)
+            .await
+            .map_err(|e| ClientError::Unexpected(e.to_string()))??;
+    }
+    Ok(())
+}
 
 pub(crate) struct CatchUp {
     messages: u64,
@@ -50,12 +75,18 @@ impl CatchUp {
         })
     }
 
-    /// Stops reading if the backlog is not read yet, and reports how fast it was read.
-    pub(crate) async fn finish(self, report: &mut Report) -> Result<()> {
+    /// Stops reading if the backlog is not read yet, and reports how fast it was read. A
+    /// reader that failed is reported (`backlog_read_failed`), not allowed to lose the run.
+    pub(crate) async fn finish(self, report: &mut Report) {
         let seconds = if self.task.is_finished() {
-            self.task
-                .await
-                .map_err(|e| crate::ClientError::Unexpected(e.to_string()))??
+            match self.task.await {
+                Ok(Ok(seconds)) => seconds,
+                failed => {
+                    eprintln!("e2e: the backlog reader failed: {failed:?}");
+                    report.extra.insert("backlog_read_failed", 1.0);
+                    self.started.elapsed().as_secs_f64()
+                }
+            }
         } else {
             self.task.abort();
             self.started.elapsed().as_secs_f64()
@@ -70,20 +101,19 @@ impl CatchUp {
         report
             .extra
             .insert("backlog_read_mb_per_sec", bytes / seconds.max(1e-9) / 1e6);
-        Ok(())
     }
 }
 
 /// Writes dirty pages back and drops the page cache, so that what follows reads the disk.
-pub(crate) fn drop_page_cache() -> Result<()> {
+fn drop_page_cache() -> Result<()> {
     let failed = |what: &str, e: std::io::Error| {
-        crate::ClientError::Unexpected(format!("dropping the page cache: {what}: {e}"))
+        ClientError::Unexpected(format!("dropping the page cache: {what}: {e}"))
     };
     let status = std::process::Command::new("sync")
         .status()
         .map_err(|e| failed("sync", e))?;
     if !status.success() {
-        return Err(crate::ClientError::Unexpected(format!("sync: {status}")));
+        return Err(ClientError::Unexpected(format!("sync: {status}")));
     }
     std::fs::write("/proc/sys/vm/drop_caches", "3")
         .map_err(|e| failed("/proc/sys/vm/drop_caches (as root only)", e))

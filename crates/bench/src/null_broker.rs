@@ -27,6 +27,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const READ_CHUNK: usize = 256 * 1024;
+/// The frame size announced in Tune, and the largest frame accepted.
+const FRAME_MAX: u32 = 1 << 20;
+/// Deliveries are written once this much is encoded, so no credit grant makes the buffer big.
+const OUT_LIMIT: usize = 1 << 20;
 
 #[derive(Args, Debug, Clone)]
 pub struct NullBrokerArgs {
@@ -48,13 +52,23 @@ struct Chunk {
 
 /// Accepts connections until the process is killed.
 pub async fn serve(args: NullBrokerArgs) -> std::io::Result<()> {
+    let chunk = Arc::new(build_chunk(
+        args.chunk_messages,
+        args.message_size as usize,
+    )?);
     let listener = TcpListener::bind(args.listen).await?;
     let local = listener.local_addr()?;
-    let chunk = Arc::new(build_chunk(args.chunk_messages, args.message_size as usize));
     eprintln!("null broker listening on {local}");
     loop {
-        let (socket, _) = listener.accept().await?;
-        socket.set_nodelay(true)?;
+        let socket = match listener.accept().await {
+            Ok((socket, _)) => socket,
+            // Out of descriptors, or a connection reset while queued: the listener goes on.
+            Err(e) => {
+                eprintln!("null broker: accept: {e}");
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
         let conn = Connection {
             local,
             chunk: chunk.clone(),
@@ -71,8 +85,8 @@ pub async fn serve(args: NullBrokerArgs) -> std::io::Result<()> {
 }
 
 /// `count` messages of `size` bytes, each an AMQP 1.0 message with one data section, as the
-/// official clients publish them.
-fn build_chunk(count: u16, size: usize) -> Chunk {
+/// official clients publish them. Fails if a Deliver frame of it would exceed [`FRAME_MAX`].
+fn build_chunk(count: u16, size: usize) -> std::io::Result<Chunk> {
     let mut message = vec![0x00, 0x53, 0x75];
     match u8::try_from(size) {
         Ok(len) => message.extend_from_slice(&[0xa0, len]),
@@ -82,6 +96,14 @@ fn build_chunk(count: u16, size: usize) -> Chunk {
         }
     }
     message.resize(message.len() + size, b'x');
+    // Deliver v1 prefix: size, key, version, subscription id.
+    let frame = 4 + 5 + HEADER_LEN + usize::from(count) * (4 + message.len());
+    if frame > FRAME_MAX as usize {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{count} messages of {size} bytes need a {frame}-byte frame, over {FRAME_MAX}"),
+        ));
+    }
     let data = brook_protocol::chunk::encode_simple_entries(std::iter::repeat_n(
         &message[..],
         usize::from(count),
@@ -99,10 +121,17 @@ fn build_chunk(count: u16, size: usize) -> Chunk {
         bloom_size: 0,
         side_check: 0,
     };
-    Chunk {
+    Ok(Chunk {
         header,
         data: data.into(),
-    }
+    })
+}
+
+/// A subscription: where its next chunk starts, and how many chunks it may still be sent.
+struct Subscription {
+    id: u8,
+    next: u64,
+    owed: u32,
 }
 
 struct Connection {
@@ -112,8 +141,7 @@ struct Connection {
     out: BytesMut,
     /// The confirm being merged for the read's publishes.
     confirm: Option<PublishConfirm>,
-    /// Subscription id → the next chunk's first offset.
-    subscriptions: Vec<(u8, u64)>,
+    subscriptions: Vec<Subscription>,
 }
 
 impl Connection {
@@ -126,6 +154,12 @@ impl Connection {
             }
             let mut close = false;
             while let Some(size) = frame_size(&buf) {
+                if size > FRAME_MAX {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("a {size}-byte frame, over the {FRAME_MAX} announced"),
+                    ));
+                }
                 let total = 4 + size as usize;
                 if buf.len() < total {
                     break;
@@ -136,9 +170,15 @@ impl Connection {
                 close |= self.handle(frame);
             }
             self.end_confirm();
-            if !self.out.is_empty() {
-                socket.write_all(&self.out).await?;
-                self.out.clear();
+            loop {
+                let more = self.deliver_owed();
+                if !self.out.is_empty() {
+                    socket.write_all(&self.out).await?;
+                    self.out.clear();
+                }
+                if !more {
+                    break;
+                }
             }
             if close {
                 return Ok(());
@@ -168,15 +208,24 @@ impl Connection {
             }
             Frame::Subscribe(s) => {
                 self.reply(Frame::SubscribeResponse(ok(s.correlation_id)));
-                self.subscriptions
-                    .retain(|(id, _)| *id != s.subscription_id);
-                self.subscriptions.push((s.subscription_id, 0));
-                self.deliver(s.subscription_id, s.credit);
+                self.subscriptions.retain(|sub| sub.id != s.subscription_id);
+                self.subscriptions.push(Subscription {
+                    id: s.subscription_id,
+                    next: 0,
+                    owed: u32::from(s.credit),
+                });
             }
-            Frame::Credit(c) => self.deliver(c.subscription_id, c.credit),
+            Frame::Credit(c) => {
+                if let Some(sub) = self
+                    .subscriptions
+                    .iter_mut()
+                    .find(|sub| sub.id == c.subscription_id)
+                {
+                    sub.owed = sub.owed.saturating_add(u32::from(c.credit));
+                }
+            }
             Frame::Unsubscribe(u) => {
-                self.subscriptions
-                    .retain(|(id, _)| *id != u.subscription_id);
+                self.subscriptions.retain(|sub| sub.id != u.subscription_id);
                 self.reply(Frame::UnsubscribeResponse(ok(u.correlation_id)));
             }
             Frame::Close(c) => {
@@ -211,24 +260,29 @@ impl Connection {
         }
     }
 
-    /// `credit` chunks for a subscription, each with the next offsets.
-    fn deliver(&mut self, subscription_id: u8, credit: u16) {
-        self.end_confirm();
-        let Some((_, next)) = self
-            .subscriptions
-            .iter_mut()
-            .find(|(id, _)| *id == subscription_id)
-        else {
-            return;
-        };
-        let mut header = self.chunk.header;
-        for _ in 0..credit {
-            header.chunk_id = *next;
-            *next = header.next_offset();
-            let len = HEADER_LEN + self.chunk.data.len();
-            encode_deliver_prefix(&mut self.out, subscription_id, None, len);
-            self.out.extend_from_slice(&header.to_bytes());
-            self.out.extend_from_slice(&self.chunk.data);
+    /// Encodes owed chunks, one per subscription in turn, until `out` holds about
+    /// [`OUT_LIMIT`]; true if more are owed.
+    fn deliver_owed(&mut self) -> bool {
+        let chunk = &self.chunk;
+        let len = HEADER_LEN + chunk.data.len();
+        loop {
+            let mut any = false;
+            for sub in self.subscriptions.iter_mut().filter(|s| s.owed > 0) {
+                any = true;
+                sub.owed -= 1;
+                let mut header = chunk.header;
+                header.chunk_id = sub.next;
+                sub.next = header.next_offset();
+                encode_deliver_prefix(&mut self.out, sub.id, None, len);
+                self.out.extend_from_slice(&header.to_bytes());
+                self.out.extend_from_slice(&chunk.data);
+            }
+            if !any {
+                return false;
+            }
+            if self.out.len() >= OUT_LIMIT {
+                return self.subscriptions.iter().any(|s| s.owed > 0);
+            }
         }
     }
 }
@@ -327,9 +381,16 @@ mod tests {
     use brook_protocol::chunk::ChunkView;
 
     #[test]
+    fn a_chunk_over_the_frame_size_is_refused() {
+        assert!(build_chunk(2000, 1024).is_err());
+        assert!(build_chunk(1000, 1024).is_ok());
+        assert!(build_chunk(1000, 12).is_ok());
+    }
+
+    #[test]
     fn the_delivered_chunk_is_valid_and_holds_amqp_messages() {
         for size in [0, 12, 255, 256, 1024] {
-            let chunk = build_chunk(7, size);
+            let chunk = build_chunk(7, size).expect("a small chunk");
             let mut wire = chunk.header.to_bytes().to_vec();
             wire.extend_from_slice(&chunk.data);
             let view = ChunkView::parse(&wire).expect("a whole chunk");

@@ -13,7 +13,8 @@
 //! * the stream is hot: at least [`HOT_ENTRIES`] entries were written in the last
 //!   [`RATE_WINDOW`] (200,000 messages a second), so a stream below that rate never waits
 //!   and its latency is unchanged;
-//! * the write is small: under [`BIG_WRITE`] entries (a bigger one already makes big chunks);
+//! * the write is small: under [`BIG_WRITE`] entries and [`BIG_WRITE_BYTES`] (a bigger one
+//!   already makes big chunks; chunks are cut at 256 KiB of data anyway);
 //! * waiting pays: it makes big writes. A producer with a small window of unconfirmed
 //!   messages cannot send more until confirmed, so waits never give a write of [`BIG_WRITE`]
 //!   entries; after [`UNPAID_WAITS`] such waits in a row the stream writes at once for
@@ -31,6 +32,23 @@ pub(crate) const HOT_ENTRIES: usize = 2_000;
 pub(crate) const RATE_WINDOW: Duration = Duration::from_millis(10);
 /// A write of this many entries or more never waits.
 pub(crate) const BIG_WRITE: usize = 1_024;
+/// Nor one of this many bytes: the writer's default chunk size.
+pub(crate) const BIG_WRITE_BYTES: usize = 256 << 10;
+/// Longer waits are taken as this: a wait is meant to be about a millisecond.
+const MAX_LINGER: Duration = Duration::from_secs(1);
+/// What a write holds: entries (messages or sub-entry batches) and their bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WriteSize {
+    pub entries: usize,
+    pub bytes: usize,
+}
+
+impl WriteSize {
+    fn big(self) -> bool {
+        self.entries >= BIG_WRITE || self.bytes >= BIG_WRITE_BYTES
+    }
+}
+
 /// Waits in a row that made no big write before the stream stops waiting for a while.
 pub(crate) const UNPAID_WAITS: u32 = 8;
 /// How long a stream whose waits did not pay writes at once.
@@ -54,7 +72,7 @@ impl Pacer {
     /// `linger` zero: never wait.
     pub(crate) fn new(linger: Duration, now: Instant) -> Self {
         Self {
-            linger,
+            linger: linger.min(MAX_LINGER),
             window_start: now,
             window_entries: 0,
             was_hot: false,
@@ -69,36 +87,38 @@ impl Pacer {
         self.window_entries >= HOT_ENTRIES || (self.was_hot && age < RATE_WINDOW * 2)
     }
 
-    /// Until when a write of `entries`, ready at `now`, should wait for more; `None`: write now.
-    pub(crate) fn hold(&self, entries: usize, now: Instant) -> Option<Instant> {
+    /// Until when a write, ready at `now`, should wait for more; `None`: write now.
+    pub(crate) fn hold(&self, size: WriteSize, now: Instant) -> Option<Instant> {
         if self.quiet_until.is_some_and(|q| now < q)
             || self.linger.is_zero()
-            || entries == 0
-            || entries >= BIG_WRITE
+            || size.entries == 0
+            || size.big()
             || !self.hot(now)
         {
             return None;
         }
-        let until = self.last_write? + self.linger;
+        let until = self.last_write?.checked_add(self.linger)?;
         (now < until).then_some(until)
     }
 
-    /// After a wait: `before` entries were ready, `after` are written.
-    /// After a wait: the write now holds `entries`.
-    pub(crate) fn held(&mut self, entries: usize, now: Instant) {
-        if entries >= BIG_WRITE {
+    /// After a wait: what the write now holds.
+    pub(crate) fn held(&mut self, size: WriteSize, now: Instant) {
+        if size.big() {
             self.unpaid = 0;
             return;
         }
         self.unpaid += 1;
         if self.unpaid >= UNPAID_WAITS {
             self.unpaid = 0;
-            self.quiet_until = Some(now + QUIET);
+            self.quiet_until = now.checked_add(QUIET);
         }
     }
 
-    /// A write of `entries` was made at `now`.
+    /// A write of `entries` was made at `now` (writes without publishes do not count).
     pub(crate) fn wrote(&mut self, entries: usize, now: Instant) {
+        if entries == 0 {
+            return;
+        }
         if now.saturating_duration_since(self.window_start) >= RATE_WINDOW {
             // A window with no write at all in between counts as cold.
             let gap = now.saturating_duration_since(self.window_start) >= RATE_WINDOW * 2;
@@ -118,6 +138,14 @@ mod tests {
     const LINGER: Duration = Duration::from_millis(1);
     const US: Duration = Duration::from_micros(1);
 
+    /// A write of `entries` 12-byte messages.
+    fn sz(entries: usize) -> WriteSize {
+        WriteSize {
+            entries,
+            bytes: entries * 16,
+        }
+    }
+
     /// A pacer that has just written `HOT_ENTRIES` in 100-entry writes, 50 µs apart.
     fn hot(t0: Instant) -> (Pacer, Instant) {
         let mut p = Pacer::new(LINGER, t0);
@@ -136,7 +164,7 @@ mod tests {
         let mut now = t0;
         // 50,000 msg/s in 50-message writes: 1,000 per 20 ms, never hot.
         for _ in 0..1_000 {
-            assert_eq!(p.hold(50, now), None);
+            assert_eq!(p.hold(sz(50), now), None);
             p.wrote(50, now);
             now += 1000 * US;
         }
@@ -146,25 +174,30 @@ mod tests {
     fn a_hot_stream_waits_until_linger_after_its_last_write() {
         let t0 = Instant::now();
         let (p, last) = hot(t0);
-        assert_eq!(p.hold(100, last + 50 * US), Some(last + LINGER));
+        assert_eq!(p.hold(sz(100), last + 50 * US), Some(last + LINGER));
         // Not past the deadline, never before `now`.
-        assert_eq!(p.hold(100, last + LINGER), None);
-        assert_eq!(p.hold(100, last + 2 * LINGER), None);
+        assert_eq!(p.hold(sz(100), last + LINGER), None);
+        assert_eq!(p.hold(sz(100), last + 2 * LINGER), None);
     }
 
     #[test]
     fn big_writes_and_a_zero_linger_never_wait() {
         let t0 = Instant::now();
         let (p, last) = hot(t0);
-        assert_eq!(p.hold(BIG_WRITE, last + US), None);
-        assert_eq!(p.hold(0, last + US), None);
+        assert_eq!(p.hold(sz(BIG_WRITE), last + US), None);
+        let big_messages = WriteSize {
+            entries: 100,
+            bytes: BIG_WRITE_BYTES,
+        };
+        assert_eq!(p.hold(big_messages, last + US), None);
+        assert_eq!(p.hold(sz(0), last + US), None);
         let mut off = Pacer::new(Duration::ZERO, t0);
         let mut now = t0;
         for _ in 0..100 {
             now += US;
             off.wrote(100, now);
         }
-        assert_eq!(off.hold(100, now + US), None);
+        assert_eq!(off.hold(sz(100), now + US), None);
     }
 
     #[test]
@@ -173,20 +206,22 @@ mod tests {
         let (mut p, mut now) = hot(t0);
         // A producer with a window of 500: every wait gives a write of 500.
         for _ in 0..UNPAID_WAITS {
-            let until = p.hold(100, now + 50 * US).expect("a hot stream waits");
-            p.held(500, until);
+            let until = p.hold(sz(100), now + 50 * US).expect("a hot stream waits");
+            p.held(sz(500), until);
             p.wrote(500, until);
             now = until;
         }
-        assert_eq!(p.hold(100, now + 50 * US), None);
-        assert_eq!(p.hold(100, now + QUIET - US), None);
+        // Even right after a write, the stream stays quiet.
+        p.wrote(100, now + US);
+        assert_eq!(p.hold(sz(100), now + 2 * US), None);
+        assert_eq!(p.hold(sz(100), now + QUIET - US), None);
         // After QUIET, a hot stream waits again.
         let mut now = now + QUIET;
         for _ in 0..HOT_ENTRIES / 100 {
             now += 50 * US;
             p.wrote(100, now);
         }
-        assert!(p.hold(100, now + US).is_some());
+        assert!(p.hold(sz(100), now + US).is_some());
     }
 
     #[test]
@@ -196,7 +231,7 @@ mod tests {
         // One write long after: the hot window is history.
         let now = last + RATE_WINDOW * 3;
         p.wrote(100, now);
-        assert_eq!(p.hold(100, now + US), None);
+        assert_eq!(p.hold(sz(100), now + US), None);
     }
 
     #[test]
@@ -205,16 +240,16 @@ mod tests {
         let (mut p, last) = hot(t0);
         let now = last + 50 * US;
         // Waits that give a big write now and then go on.
-        let mut until = p.hold(100, now).expect("a hot stream waits");
+        let mut until = p.hold(sz(100), now).expect("a hot stream waits");
         for i in 0..UNPAID_WAITS * 4 {
             let entries = if i % (UNPAID_WAITS - 1) == 0 {
                 BIG_WRITE
             } else {
                 400
             };
-            p.held(entries, until);
+            p.held(sz(entries), until);
             p.wrote(entries, until);
-            until = p.hold(100, until + 50 * US).expect("still waiting");
+            until = p.hold(sz(100), until + 50 * US).expect("still waiting");
         }
     }
 }

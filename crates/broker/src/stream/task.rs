@@ -21,7 +21,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, watch};
 
 use super::core::Reply;
-use super::pacing::Pacer;
+use super::pacing::{Pacer, WriteSize};
 use super::writer::{Outcome, StreamWriter};
 use super::{Command, StreamId, StreamState};
 use crate::counters::Totals;
@@ -65,15 +65,25 @@ struct Task {
     pacer: Pacer,
 }
 
-/// Entries (messages or sub-entry batches) of the publishes in `batch`.
-fn publish_entries(batch: &[Command]) -> usize {
+/// The entries (messages or sub-entry batches) of the publishes in `batch`, and their bytes.
+fn write_size(batch: &[Command]) -> WriteSize {
+    let mut size = WriteSize {
+        entries: 0,
+        bytes: 0,
+    };
+    for c in batch {
+        if let Command::Publish(p) = c {
+            size.entries += p.take;
+            size.bytes += p.publish.raw_entries().len();
+        }
+    }
+    size
+}
+
+fn has_stop(batch: &[Command]) -> bool {
     batch
         .iter()
-        .map(|c| match c {
-            Command::Publish(p) => p.take,
-            _ => 0,
-        })
-        .sum()
+        .any(|c| matches!(c, Command::Shutdown { .. } | Command::Delete { .. }))
 }
 
 /// What ended a blocking call.
@@ -130,19 +140,10 @@ async fn blocking<T: Send + 'static>(
 impl Task {
     /// Whether `batch` may be handled inline (see the module's documentation).
     fn inline(&self, batch: &[Command], now: Instant) -> bool {
-        let bytes: usize = batch
-            .iter()
-            .map(|c| match c {
-                Command::Publish(p) => p.publish.raw_entries().len(),
-                _ => 0,
-            })
-            .sum();
         self.slow_until.is_none_or(|until| now >= until)
-            && bytes <= INLINE_BATCH_BYTES
+            && write_size(batch).bytes <= INLINE_BATCH_BYTES
             && !self.writer.may_block(now)
-            && !batch
-                .iter()
-                .any(|c| matches!(c, Command::Shutdown { .. } | Command::Delete { .. }))
+            && !has_stop(batch)
     }
 
     /// Handles one batch on the async worker, watching how long it takes.
@@ -167,7 +168,7 @@ impl Task {
                 .iter()
                 .position(|c| matches!(c, Command::Shutdown { .. } | Command::Delete { .. }));
             let rest = stop.map(|i| batch.split_off(i));
-            self.pacer.wrote(publish_entries(&batch), Instant::now());
+            self.pacer.wrote(write_size(&batch).entries, Instant::now());
             let outcome = self
                 .writer
                 .handle(std::mem::take(&mut batch), Instant::now());
@@ -191,13 +192,16 @@ impl Task {
 
     /// Waits for more publishes when the pacer says so, and takes them with `batch`.
     async fn linger(&mut self, batch: &mut Vec<Command>) {
-        let Some(until) = self.pacer.hold(publish_entries(batch), Instant::now()) else {
+        if has_stop(batch) || batch.len() >= MAX_BATCH_COMMANDS {
+            return;
+        }
+        let Some(until) = self.pacer.hold(write_size(batch), Instant::now()) else {
             return;
         };
         tokio::time::sleep_until(until.into()).await;
-        // `batch` is not empty, so this cannot report the senders gone.
+        // `batch` holds a publish, so this cannot report the senders gone.
         let _ = self.drain(batch);
-        self.pacer.held(publish_entries(batch), Instant::now());
+        self.pacer.held(write_size(batch), Instant::now());
     }
 
     /// Takes what is queued now, up to a batch. `Err` once every sender is gone.
