@@ -373,6 +373,64 @@ fn three_chunks() -> (tempfile::TempDir, Vec<u64>) {
     (dir, ends)
 }
 
+/// A log of `n` messages of 50 bytes in segments of ~300 bytes (a segment per few messages).
+fn many_segments(n: u64) -> (tempfile::TempDir, Vec<u64>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(disk(), dir.path(), small_segments()).unwrap();
+    for i in 0..n {
+        append(&mut log, &[&[i as u8; 50]], &[]);
+    }
+    drop(log);
+    let mut ids: Vec<u64> = fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".segment").map(|id| id.parse().unwrap())
+        })
+        .collect();
+    ids.sort();
+    (dir, ids)
+}
+
+#[test]
+fn many_sealed_segments_recover_in_order_with_missing_indexes_rebuilt() {
+    let (dir, ids) = many_segments(60);
+    assert!(ids.len() > 16, "{} segments", ids.len());
+    let lost = [ids[3], ids[ids.len() - 5]];
+    for id in lost {
+        fs::remove_file(index_path(dir.path(), id)).unwrap();
+    }
+    let (log, recovery) = Log::open(disk(), dir.path(), small_segments()).unwrap();
+    assert_eq!(recovery.rebuilt_indexes, lost.to_vec());
+    assert_eq!(log.reader().stats().segments, ids.len());
+    let msgs = user_messages(&read_all(&log.reader(), Seek::First));
+    let bodies: Vec<u8> = msgs.iter().map(|(_, m)| m[0]).collect();
+    assert_eq!(bodies, (0..60u8).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_damaged_sealed_segment_among_many_fails_the_open_and_changes_nothing() {
+    let (dir, ids) = many_segments(60);
+    let damaged = segment_path(dir.path(), ids[ids.len() / 2]);
+    let mut bytes = fs::read(&damaged).unwrap();
+    bytes[0] ^= 0xff; // the segment file's magic
+    fs::write(&damaged, &bytes).unwrap();
+    let before: Vec<_> = ids
+        .iter()
+        .map(|&id| fs::read(segment_path(dir.path(), id)).unwrap())
+        .collect();
+    let err = Log::open(disk(), dir.path(), small_segments()).unwrap_err();
+    assert!(
+        err.to_string().contains(&damaged.display().to_string()),
+        "{err}"
+    );
+    let after: Vec<_> = ids
+        .iter()
+        .map(|&id| fs::read(segment_path(dir.path(), id)).unwrap())
+        .collect();
+    assert!(before == after, "segments changed");
+}
+
 fn reopen_messages(dir: &Path) -> (Vec<Vec<u8>>, brook_log::Recovery, u64) {
     let (mut log, recovery) = Log::open(disk(), dir, LogConfig::default()).unwrap();
     let msgs = user_messages(&read_all(&log.reader(), Seek::First))
