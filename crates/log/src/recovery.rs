@@ -561,6 +561,10 @@ fn load_sealed(fs: &Fs<'_>, id: u64, report: &mut Recovery) -> Result<SegmentInf
     Ok(info_from(id, count_and_last(&records), len, next_offset))
 }
 
+/// Bytes before a chunk's header prefetched with it: where the previous chunk's trailer (its
+/// writers' sequences, usually a few dozen bytes) ends.
+const PREFETCH_BEFORE: u64 = 4096;
+
 /// Tracking = the last segment's snapshot, then its deltas and user-chunk trailers in order.
 pub(crate) fn recover_tracking(
     fs: &Fs<'_>,
@@ -574,6 +578,16 @@ pub(crate) fn recover_tracking(
     };
     let path = segment_path(fs.dir, last.first_chunk_id);
     let (file, len) = open_segment(fs, &path, false)?;
+    // The loop reads every chunk's header and the previous chunk's trailer, which lie side by
+    // side; one read at a time, a full 500 MB segment took ~60 ms with a cold page cache
+    // (~1,900 reads). Asking for all of them first lets the disk serve them together.
+    for r in records {
+        let pos = u64::from(r.position);
+        file.prefetch(
+            pos.saturating_sub(PREFETCH_BEFORE),
+            PREFETCH_BEFORE + HEADER_LEN as u64,
+        );
+    }
     for r in records {
         let pos = u64::from(r.position);
         let h = read_header(&*file, &path, pos)?;

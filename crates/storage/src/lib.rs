@@ -55,6 +55,10 @@ pub trait File: Send + Sync + fmt::Debug {
     fn set_len(&mut self, len: u64) -> io::Result<()>;
     /// Makes the file's data (and its length) durable: `fdatasync`.
     fn sync_data(&self) -> io::Result<()>;
+    /// A hint that `len` bytes at `offset` will be read soon, so the OS can read them from the
+    /// disk together with other such ranges instead of one read at a time (`posix_fadvise`
+    /// WILLNEED). Only a hint: it may do nothing.
+    fn prefetch(&self, _offset: u64, _len: u64) {}
 }
 
 /// Guard of an exclusive lock on a file; released when dropped.
@@ -167,6 +171,17 @@ impl File for DiskFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()
+    }
+
+    fn prefetch(&self, offset: u64, len: u64) {
+        use rustix::fs::{Advice, fadvise};
+        // A failed hint changes nothing: the read that follows does the work.
+        let _ = fadvise(
+            &self.0,
+            offset,
+            std::num::NonZeroU64::new(len),
+            Advice::WillNeed,
+        );
     }
 }
 
