@@ -10,9 +10,9 @@
 //! this a producer sending 100-message frames got ~100-message chunks.
 //!
 //! The rule: a write waits, until `linger` after the previous write, only when
-//! * the stream is hot: at least [`HOT_ENTRIES`] entries were written in the last
-//!   [`RATE_WINDOW`] (200,000 messages a second), so a stream below that rate never waits
-//!   and its latency is unchanged;
+//! * the stream is hot: at least [`HOT_ENTRIES`] entries (messages, or sub-entry batches)
+//!   were written in the last [`RATE_WINDOW`] (200,000 a second), so a stream below that rate
+//!   never waits and its latency is unchanged;
 //! * the write is small: under [`BIG_WRITE`] entries and [`BIG_WRITE_BYTES`] (a bigger one
 //!   already makes big chunks; chunks are cut at 256 KiB of data anyway);
 //! * waiting pays: it makes big writes. A producer with a small window of unconfirmed
