@@ -1,5 +1,5 @@
-//! A TCP proxy for fault-injection tests (issue #13's harness: three brooks on loopback, each
-//! link between them through one of these). Network namespaces would be closer to a real
+//! A TCP proxy for fault-injection tests: three brooks on loopback, each link between them
+//! through one of these. Network namespaces would be closer to a real
 //! network but need privileges a CI container may not have; a proxy per link needs none and
 //! gives the faults that matter to a replicated broker:
 //!
