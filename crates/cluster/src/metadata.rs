@@ -1,0 +1,473 @@
+//! Nodes, streams, their members and leaders, and the failover rule.
+//!
+//! Failover follows RabbitMQ's stream coordinator (rabbit_stream_coordinator:select_leader):
+//! members that lost the leader report their log's tail for the current epoch; once a majority
+//! of the stream's members has reported, the one with the highest tail (epoch first, then chunk
+//! id) becomes leader of the next epoch. A committed chunk is on a majority of members, and any
+//! two majorities share a member, so the highest tail among a majority holds every committed
+//! chunk: the new leader has everything that was confirmed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub type NodeId = u64;
+
+/// A stream: its virtual host and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamKey {
+    pub vhost: String,
+    pub name: String,
+}
+
+/// The end of a member's log: the epoch and id of its last chunk (`None`: empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Tail {
+    pub epoch: u64,
+    pub chunk_id: Option<u64>,
+}
+
+/// A member's state in the stream's current epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Member {
+    /// Following the epoch's leader (or leading it).
+    Running,
+    /// Lost the leader; this is its log's tail.
+    Stopped(Tail),
+}
+
+/// Where a new stream's leader goes (`x-queue-leader-locator`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locator {
+    /// The node the stream was declared on, if it is a member (RabbitMQ's default).
+    ClientLocal,
+    /// The member leading the fewest streams.
+    Balanced,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamMeta {
+    pub epoch: u64,
+    pub leader: NodeId,
+    pub members: BTreeMap<NodeId, Member>,
+}
+
+/// What the cluster's log carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    AddNode {
+        id: NodeId,
+        addr: String,
+    },
+    /// `size`: `x-initial-cluster-size` (`None`: every node).
+    CreateStream {
+        key: StreamKey,
+        size: Option<usize>,
+        locator: Locator,
+        declared_on: NodeId,
+    },
+    DeleteStream {
+        key: StreamKey,
+    },
+    /// `node` lost the leader of `epoch`; its log ends at `tail`.
+    MemberStopped {
+        key: StreamKey,
+        node: NodeId,
+        epoch: u64,
+        tail: Tail,
+    },
+}
+
+/// What applying a command changed, for the nodes to act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    NodeAdded(NodeId),
+    StreamCreated {
+        key: StreamKey,
+        leader: NodeId,
+    },
+    StreamDeleted(StreamKey),
+    /// Recorded; not enough members have stopped yet.
+    StopRecorded,
+    /// A new leader for a new epoch: the old one is fenced, the others follow.
+    LeaderElected {
+        key: StreamKey,
+        epoch: u64,
+        leader: NodeId,
+    },
+    /// A report about an epoch that is over: nothing to do.
+    Stale,
+}
+
+/// A command that cannot apply; the state is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataError {
+    NodeExists(NodeId),
+    UnknownNode(NodeId),
+    StreamExists(StreamKey),
+    UnknownStream(StreamKey),
+    NotAMember(NodeId),
+    NoNodes,
+}
+
+impl fmt::Display for MetadataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetadataError::NodeExists(n) => write!(f, "node {n} is already a member"),
+            MetadataError::UnknownNode(n) => write!(f, "node {n} is not in the cluster"),
+            MetadataError::StreamExists(k) => write!(f, "stream {:?} already exists", k.name),
+            MetadataError::UnknownStream(k) => write!(f, "stream {:?} does not exist", k.name),
+            MetadataError::NotAMember(n) => write!(f, "node {n} is not a member of the stream"),
+            MetadataError::NoNodes => write!(f, "the cluster has no nodes"),
+        }
+    }
+}
+
+impl std::error::Error for MetadataError {}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata {
+    pub nodes: BTreeMap<NodeId, String>,
+    pub streams: BTreeMap<StreamKey, StreamMeta>,
+}
+
+impl Metadata {
+    pub fn apply(&mut self, command: Command) -> Result<Applied, MetadataError> {
+        match command {
+            Command::AddNode { id, addr } => {
+                if self.nodes.contains_key(&id) {
+                    return Err(MetadataError::NodeExists(id));
+                }
+                self.nodes.insert(id, addr);
+                Ok(Applied::NodeAdded(id))
+            }
+            Command::CreateStream {
+                key,
+                size,
+                locator,
+                declared_on,
+            } => self.create(key, size, locator, declared_on),
+            Command::DeleteStream { key } => match self.streams.remove(&key) {
+                Some(_) => Ok(Applied::StreamDeleted(key)),
+                None => Err(MetadataError::UnknownStream(key)),
+            },
+            Command::MemberStopped {
+                key,
+                node,
+                epoch,
+                tail,
+            } => self.member_stopped(key, node, epoch, tail),
+        }
+    }
+
+    /// Streams each node leads.
+    fn leaders_per_node(&self) -> BTreeMap<NodeId, usize> {
+        let mut count: BTreeMap<NodeId, usize> = self.nodes.keys().map(|&n| (n, 0)).collect();
+        for s in self.streams.values() {
+            *count.entry(s.leader).or_default() += 1;
+        }
+        count
+    }
+
+    /// Streams each node is a member of.
+    fn members_per_node(&self) -> BTreeMap<NodeId, usize> {
+        let mut count: BTreeMap<NodeId, usize> = self.nodes.keys().map(|&n| (n, 0)).collect();
+        for s in self.streams.values() {
+            for n in s.members.keys() {
+                *count.entry(*n).or_default() += 1;
+            }
+        }
+        count
+    }
+
+    /// Places a new stream as RabbitMQ does: the leader by `locator`, the other members on
+    /// the nodes holding the fewest streams (ties: the lowest id, so every node decides alike).
+    fn create(
+        &mut self,
+        key: StreamKey,
+        size: Option<usize>,
+        locator: Locator,
+        declared_on: NodeId,
+    ) -> Result<Applied, MetadataError> {
+        if self.streams.contains_key(&key) {
+            return Err(MetadataError::StreamExists(key));
+        }
+        if self.nodes.is_empty() {
+            return Err(MetadataError::NoNodes);
+        }
+        let size = size.unwrap_or(self.nodes.len()).clamp(1, self.nodes.len());
+        let leaders = self.leaders_per_node();
+        let leader = match locator {
+            Locator::ClientLocal if self.nodes.contains_key(&declared_on) => declared_on,
+            _ => fewest(&leaders, |_| true).ok_or(MetadataError::NoNodes)?,
+        };
+        let load = self.members_per_node();
+        let mut members = BTreeMap::from([(leader, Member::Running)]);
+        while members.len() < size {
+            let next =
+                fewest(&load, |n| !members.contains_key(&n)).ok_or(MetadataError::NoNodes)?;
+            members.insert(next, Member::Running);
+        }
+        self.streams.insert(
+            key.clone(),
+            StreamMeta {
+                epoch: 1,
+                leader,
+                members,
+            },
+        );
+        Ok(Applied::StreamCreated { key, leader })
+    }
+
+    fn member_stopped(
+        &mut self,
+        key: StreamKey,
+        node: NodeId,
+        epoch: u64,
+        tail: Tail,
+    ) -> Result<Applied, MetadataError> {
+        let leaders = self.leaders_per_node();
+        let Some(stream) = self.streams.get_mut(&key) else {
+            return Err(MetadataError::UnknownStream(key));
+        };
+        let Some(member) = stream.members.get_mut(&node) else {
+            return Err(MetadataError::NotAMember(node));
+        };
+        if epoch != stream.epoch {
+            return Ok(Applied::Stale);
+        }
+        *member = Member::Stopped(tail);
+        let stopped: Vec<(NodeId, Tail)> = stream
+            .members
+            .iter()
+            .filter_map(|(&n, m)| match m {
+                Member::Stopped(t) => Some((n, *t)),
+                Member::Running => None,
+            })
+            .collect();
+        if stopped.len() < stream.members.len() / 2 + 1 {
+            return Ok(Applied::StopRecorded);
+        }
+        // The highest tail; among equals the node leading the fewest streams, then the lowest
+        // id (RabbitMQ breaks ties at random; a replicated state machine cannot).
+        let winner = stopped
+            .iter()
+            .max_by(|(a, ta), (b, tb)| {
+                ta.cmp(tb)
+                    .then_with(|| leaders.get(b).cmp(&leaders.get(a)))
+                    .then_with(|| b.cmp(a))
+            })
+            .map(|&(n, _)| n)
+            .ok_or(MetadataError::NotAMember(node))?;
+        stream.epoch = stream.epoch.saturating_add(1);
+        stream.leader = winner;
+        for m in stream.members.values_mut() {
+            *m = Member::Running;
+        }
+        Ok(Applied::LeaderElected {
+            key,
+            epoch: stream.epoch,
+            leader: winner,
+        })
+    }
+}
+
+/// The node with the smallest count among those `eligible` (ties: the lowest id).
+fn fewest(count: &BTreeMap<NodeId, usize>, eligible: impl Fn(NodeId) -> bool) -> Option<NodeId> {
+    count
+        .iter()
+        .filter(|(n, _)| eligible(**n))
+        .min_by_key(|(n, c)| (**c, **n))
+        .map(|(n, _)| *n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> StreamKey {
+        StreamKey {
+            vhost: "/".into(),
+            name: name.into(),
+        }
+    }
+
+    fn cluster(nodes: u64) -> Metadata {
+        let mut m = Metadata::default();
+        for id in 1..=nodes {
+            m.apply(Command::AddNode {
+                id,
+                addr: format!("127.0.0.1:{}", 6000 + id),
+            })
+            .unwrap();
+        }
+        m
+    }
+
+    fn create(m: &mut Metadata, name: &str, locator: Locator, on: NodeId) -> NodeId {
+        match m.apply(Command::CreateStream {
+            key: key(name),
+            size: None,
+            locator,
+            declared_on: on,
+        }) {
+            Ok(Applied::StreamCreated { leader, .. }) => leader,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn stopped(
+        m: &mut Metadata,
+        name: &str,
+        node: NodeId,
+        epoch: u64,
+        tail: (u64, u64),
+    ) -> Applied {
+        m.apply(Command::MemberStopped {
+            key: key(name),
+            node,
+            epoch,
+            tail: Tail {
+                epoch: tail.0,
+                chunk_id: Some(tail.1),
+            },
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn streams_are_placed_client_local_or_balanced_on_every_node() {
+        let mut m = cluster(3);
+        assert_eq!(create(&mut m, "a", Locator::ClientLocal, 2), 2);
+        assert_eq!(create(&mut m, "b", Locator::ClientLocal, 2), 2);
+        // Balanced: the nodes leading fewest (1 and 3, none each), the lowest id first.
+        assert_eq!(create(&mut m, "c", Locator::Balanced, 2), 1);
+        assert_eq!(create(&mut m, "d", Locator::Balanced, 2), 3);
+        // x-initial-cluster-size defaults to every node.
+        assert!(
+            m.streams
+                .values()
+                .all(|s| s.members.len() == 3 && s.epoch == 1)
+        );
+    }
+
+    #[test]
+    fn the_cluster_size_picks_the_least_loaded_nodes_and_is_capped() {
+        let mut m = cluster(5);
+        m.apply(Command::CreateStream {
+            key: key("a"),
+            size: Some(3),
+            locator: Locator::ClientLocal,
+            declared_on: 5,
+        })
+        .unwrap();
+        let members: Vec<_> = m.streams[&key("a")].members.keys().copied().collect();
+        assert_eq!(members, [1, 2, 5]);
+        m.apply(Command::CreateStream {
+            key: key("b"),
+            size: Some(3),
+            locator: Locator::ClientLocal,
+            declared_on: 1,
+        })
+        .unwrap();
+        // Nodes 3 and 4 hold nothing yet.
+        let members: Vec<_> = m.streams[&key("b")].members.keys().copied().collect();
+        assert_eq!(members, [1, 3, 4]);
+        m.apply(Command::CreateStream {
+            key: key("c"),
+            size: Some(50),
+            locator: Locator::Balanced,
+            declared_on: 1,
+        })
+        .unwrap();
+        assert_eq!(m.streams[&key("c")].members.len(), 5);
+    }
+
+    #[test]
+    fn a_majority_of_reports_elects_the_highest_tail_in_a_new_epoch() {
+        let mut m = cluster(3);
+        assert_eq!(create(&mut m, "s", Locator::ClientLocal, 1), 1);
+        // Node 1 (the leader) is gone; 2 and 3 report their tails.
+        assert_eq!(stopped(&mut m, "s", 3, 1, (1, 90)), Applied::StopRecorded);
+        assert_eq!(
+            stopped(&mut m, "s", 2, 1, (1, 100)),
+            Applied::LeaderElected {
+                key: key("s"),
+                epoch: 2,
+                leader: 2
+            }
+        );
+        let s = &m.streams[&key("s")];
+        assert_eq!((s.epoch, s.leader), (2, 2));
+        assert!(s.members.values().all(|m| *m == Member::Running));
+        // The old leader's report about epoch 1 comes late: ignored.
+        assert_eq!(stopped(&mut m, "s", 1, 1, (1, 120)), Applied::Stale);
+        assert_eq!(m.streams[&key("s")].leader, 2);
+    }
+
+    #[test]
+    fn a_later_epoch_beats_a_longer_log_and_ties_go_to_the_least_loaded() {
+        let mut m = cluster(3);
+        create(&mut m, "s", Locator::ClientLocal, 1);
+        // Node 3 has more chunks, but from an older epoch: they were never committed.
+        stopped(&mut m, "s", 3, 1, (0, 500));
+        match stopped(&mut m, "s", 2, 1, (1, 100)) {
+            Applied::LeaderElected { leader, .. } => assert_eq!(leader, 2),
+            other => panic!("{other:?}"),
+        }
+        // Equal tails: the member leading fewer streams wins, even with a higher id.
+        create(&mut m, "v", Locator::ClientLocal, 1);
+        create(&mut m, "w", Locator::ClientLocal, 1);
+        create(&mut m, "t", Locator::ClientLocal, 2);
+        stopped(&mut m, "t", 1, 1, (1, 7));
+        match stopped(&mut m, "t", 3, 1, (1, 7)) {
+            Applied::LeaderElected { leader, .. } => assert_eq!(leader, 3),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_commands_change_nothing() {
+        let mut m = cluster(2);
+        let before = m.clone();
+        assert_eq!(
+            m.apply(Command::AddNode {
+                id: 1,
+                addr: "x".into()
+            }),
+            Err(MetadataError::NodeExists(1))
+        );
+        assert_eq!(
+            m.apply(Command::DeleteStream { key: key("nope") }),
+            Err(MetadataError::UnknownStream(key("nope")))
+        );
+        create(&mut m, "s", Locator::Balanced, 1);
+        let with_stream = m.clone();
+        assert_eq!(
+            m.apply(Command::MemberStopped {
+                key: key("s"),
+                node: 9,
+                epoch: 1,
+                tail: Tail {
+                    epoch: 1,
+                    chunk_id: None
+                },
+            }),
+            Err(MetadataError::NotAMember(9))
+        );
+        assert_eq!(m, with_stream);
+        assert_eq!(
+            m.apply(Command::DeleteStream { key: key("s") }),
+            Ok(Applied::StreamDeleted(key("s")))
+        );
+        assert_eq!(m, before);
+        assert_eq!(
+            Metadata::default().apply(Command::CreateStream {
+                key: key("s"),
+                size: None,
+                locator: Locator::Balanced,
+                declared_on: 1
+            }),
+            Err(MetadataError::NoNodes)
+        );
+    }
+}
