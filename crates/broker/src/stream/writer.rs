@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use brook_log::{Log, LogError, UserChunk};
+use tokio::sync::oneshot;
 
 use super::core::{AppendFailure, ChunkSink, Core, Reply, Step};
 use super::{Command, Tracked};
@@ -74,8 +75,15 @@ impl StreamWriter {
 
     /// Handles a batch: everything queued while the previous one was written. Shutdown and
     /// Delete are the task's; they are ignored here.
+    ///
+    /// Queries are answered in their place in the batch (a QueryOffset after a StoreOffset sees
+    /// it) but sent only once the batch is written: a client must never be told of an offset
+    /// or a sequence that a crash right after could take back (a producer resuming after a
+    /// sequence that was never written would skip its unconfirmed messages).
     pub(crate) fn handle(&mut self, commands: Vec<Command>, now: Instant) -> Outcome {
         let mut tracking_replies = Vec::new();
+        let mut answers: Vec<(oneshot::Sender<Option<u64>>, Option<u64>)> = Vec::new();
+        let mut sequences: Vec<(oneshot::Sender<u64>, u64)> = Vec::new();
         for cmd in commands {
             match cmd {
                 Command::Publish(p) => self.core.publish(p, &mut Sink(&mut self.log)),
@@ -85,11 +93,11 @@ impl StreamWriter {
                     self.log.store_offset(&reference, offset);
                 }
                 Command::QueryOffset { reference, reply } => {
-                    let _ = reply.send(self.log.tracking().offset(&reference));
+                    answers.push((reply, self.log.tracking().offset(&reference)));
                 }
                 Command::QuerySequence { reference, reply } => {
                     let seq = self.core.sequence(&reference, &Sink(&mut self.log));
-                    let _ = reply.send(seq.unwrap_or(0));
+                    sequences.push((reply, seq.unwrap_or(0)));
                 }
                 Command::Tracking { reply } => tracking_replies.push(reply),
                 Command::Shutdown { .. } | Command::Delete { .. } => {}
@@ -98,6 +106,12 @@ impl StreamWriter {
         let step = self.core.end_batch(&mut Sink(&mut self.log), now);
         let step = self.flush_tracking(now).unwrap_or(step);
         let outcome = self.advance(step, now);
+        for (reply, offset) in answers {
+            let _ = reply.send(offset);
+        }
+        for (reply, seq) in sequences {
+            let _ = reply.send(seq);
+        }
         if !tracking_replies.is_empty() {
             let tracked = self.tracked();
             for reply in tracking_replies {
