@@ -30,16 +30,7 @@ trap 'exit 130' INT TERM
 brook="$here/target/release/brook"
 port=5590
 
-# Waits until brook (process $pid) listens on port $1.
-wait_port() {
-    for _ in $(seq 600); do
-        kill -0 "$pid" 2>/dev/null || { echo "brook under valgrind exited" >&2; return 1; }
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.2
-    done
-    echo "brook did not start under valgrind" >&2
-    return 1
-}
+. "$here/bench/lib.sh"
 
 # Runs `brook bench ARGS` against a fresh brook under callgrind; writes "Ir json" to
 # $work/NAME.res (run in this shell, not a subshell, so that `cleanup` knows the pid).
@@ -50,7 +41,7 @@ measure() {
         "$brook" serve --listen "127.0.0.1:$port" --no-http --no-prometheus \
         --chunk-linger-us 0 --data-dir "$work/$name" >"$work/$name.log" 2>&1 &
     pid=$!
-    wait_port "$port"
+    wait_port "$port" "$pid" 600 # valgrind starts slowly
     local json
     json=$("$brook" bench "$@" --addr "127.0.0.1:$port" --json 2>"$work/$name.err") || {
         echo "brook bench $*: $(tail -1 "$work/$name.err")" >&2

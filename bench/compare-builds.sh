@@ -33,14 +33,7 @@ before="$base_target/release/brook"
 after="$here/target/release/brook"
 official="$here/target/release/examples/official_client_bench"
 
-wait_port() {
-    for _ in $(seq 300); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.2
-    done
-    echo "nothing listening on $1" >&2
-    return 1
-}
+. "$here/bench/lib.sh"
 
 start() { # name binary port
     BROOK_NO_PROMETHEUS=true "$2" serve --listen "127.0.0.1:$3" --no-http --data-dir "$work/$1-data" >"$work/$1.out" 2>&1 &

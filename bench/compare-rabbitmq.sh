@@ -58,14 +58,7 @@ echo "== building brook (release)" >&2
 brook="$here/target/release/brook"
 official="$here/target/release/examples/official_client_bench"
 
-wait_port() {
-    for _ in $(seq 300); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.2
-    done
-    echo "nothing listening on $1" >&2
-    return 1
-}
+. "$here/bench/lib.sh"
 
 echo "== starting a private RabbitMQ node on 127.0.0.1:$rabbit_port" >&2
 mkdir -p "$work/rabbit/home"

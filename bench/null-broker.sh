@@ -32,16 +32,7 @@ trap 'exit 130' INT TERM
 brook="$here/target/release/brook"
 official="$here/target/release/examples/official_client_bench"
 
-# Waits until process $2 listens on port $1.
-wait_port() {
-    for _ in $(seq 300); do
-        kill -0 "$2" 2>/dev/null || { echo "the server for port $1 exited" >&2; return 1; }
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.2
-    done
-    echo "nothing listens on $1" >&2
-    return 1
-}
+. "$here/bench/lib.sh"
 
 declare -A port pid
 start() { # NAME PORT COMMAND...
