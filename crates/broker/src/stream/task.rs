@@ -80,10 +80,13 @@ fn write_size(batch: &[Command]) -> WriteSize {
     size
 }
 
+/// Shutdown and Delete end the task; the writer never handles them.
+fn is_stop(command: &Command) -> bool {
+    matches!(command, Command::Shutdown { .. } | Command::Delete { .. })
+}
+
 fn has_stop(batch: &[Command]) -> bool {
-    batch
-        .iter()
-        .any(|c| matches!(c, Command::Shutdown { .. } | Command::Delete { .. }))
+    batch.iter().any(is_stop)
 }
 
 /// What ended a blocking call.
@@ -164,9 +167,7 @@ impl Task {
     fn work(&mut self, first: Vec<Command>, max_batches: usize) -> Next {
         let mut batch = first;
         for done in 1..=max_batches {
-            let stop = batch
-                .iter()
-                .position(|c| matches!(c, Command::Shutdown { .. } | Command::Delete { .. }));
+            let stop = batch.iter().position(is_stop);
             let rest = stop.map(|i| batch.split_off(i));
             self.pacer.wrote(write_size(&batch).entries, Instant::now());
             let outcome = self
