@@ -1,13 +1,33 @@
-//! Cluster metadata as a deterministic state machine (issue #13, `docs/CLUSTERING.md`).
+//! The cluster's metadata on openraft (issue #13, `docs/CLUSTERING.md`).
 //!
-//! Every node will apply the same commands in the same order (openraft's log, as RabbitMQ's
-//! stream coordinator applies Ra's), so [`Metadata::apply`] must decide from the commands
-//! alone: no clock, no randomness, no I/O. What it decides is where each stream lives, which
-//! member leads it in which epoch, and when a failed leader is replaced. Nothing runs it over
-//! openraft yet; this is the rule book the replication will follow, tested on its own.
+//! Every node applies the same commands in the same order (openraft's log, as RabbitMQ's
+//! stream coordinator applies Ra's), so [`Metadata::apply`] decides from the commands alone:
+//! no clock, no randomness, no I/O. What it decides is which nodes there are, where each
+//! stream lives, which member leads it in which epoch, and when a failed leader is replaced.
+//!
+//! - `metadata`: the state machine's rules, tested on their own;
+//! - `raft`, `log_store`, `state_machine`: openraft under them, with the log, vote and
+//!   snapshot as files in `<data-dir>/cluster`;
+//! - `network`, `server`: the cluster port, over which nodes vote, replicate the log and
+//!   forward proposals to the leader;
+//! - `node`: [`Cluster`], a running member.
 
+// openraft's trait methods return its error types, which are large; boxing them is not ours
+// to choose.
+#![allow(clippy::result_large_err)]
+
+mod log_store;
 mod metadata;
+mod network;
+mod node;
+mod raft;
+mod server;
+mod state_machine;
 
+pub use log_store::LogOpenError;
 pub use metadata::{
-    Applied, Command, Locator, Member, Metadata, MetadataError, NodeId, StreamKey, StreamMeta, Tail,
+    Applied, Command, Locator, Member, Metadata, MetadataError, NodeId, NodeInfo, StreamKey,
+    StreamMeta, Tail,
 };
+pub use network::{PeerStatus, ProposeError};
+pub use node::{Cluster, ClusterConfig, StartError};

@@ -10,24 +10,26 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 pub type NodeId = u64;
 
 /// A stream: its virtual host and name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct StreamKey {
     pub vhost: String,
     pub name: String,
 }
 
 /// The end of a member's log: the epoch and id of its last chunk (`None`: empty).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Tail {
     pub epoch: u64,
     pub chunk_id: Option<u64>,
 }
 
 /// A member's state in the stream's current epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Member {
     /// Following the epoch's leader (or leading it).
     Running,
@@ -36,7 +38,7 @@ pub enum Member {
 }
 
 /// Where a new stream's leader goes (`x-queue-leader-locator`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Locator {
     /// The node the stream was declared on, if it is a member (RabbitMQ's default).
     ClientLocal,
@@ -44,7 +46,7 @@ pub enum Locator {
     Balanced,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamMeta {
     pub epoch: u64,
     pub leader: NodeId,
@@ -52,11 +54,12 @@ pub struct StreamMeta {
 }
 
 /// What the cluster's log carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
+    /// A node joined, or its addresses changed (every node announces itself when it starts).
     AddNode {
         id: NodeId,
-        addr: String,
+        info: NodeInfo,
     },
     /// `size`: `x-initial-cluster-size` (`None`: every node).
     CreateStream {
@@ -78,7 +81,7 @@ pub enum Command {
 }
 
 /// What applying a command changed, for the nodes to act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Applied {
     NodeAdded(NodeId),
     StreamCreated {
@@ -99,7 +102,7 @@ pub enum Applied {
 }
 
 /// A command that cannot apply; the state is unchanged.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataError {
     NodeExists(NodeId),
     UnknownNode(NodeId),
@@ -124,20 +127,52 @@ impl fmt::Display for MetadataError {
 
 impl std::error::Error for MetadataError {}
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What clients and operators are told about a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Its name, RabbitMQ style (`brook@host`).
+    pub name: String,
+    /// Where clients reach its stream listener (`host:port`, as advertised).
+    pub addr: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {
-    pub nodes: BTreeMap<NodeId, String>,
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    /// A list in JSON: JSON object keys are strings, and a stream's key is two.
+    #[serde(with = "as_pairs")]
     pub streams: BTreeMap<StreamKey, StreamMeta>,
+}
+
+mod as_pairs {
+    use super::{StreamKey, StreamMeta};
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<StreamKey, StreamMeta>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<StreamKey, StreamMeta>, D::Error> {
+        Ok(Vec::<(StreamKey, StreamMeta)>::deserialize(d)?
+            .into_iter()
+            .collect())
+    }
 }
 
 impl Metadata {
     pub fn apply(&mut self, command: Command) -> Result<Applied, MetadataError> {
         match command {
-            Command::AddNode { id, addr } => {
-                if self.nodes.contains_key(&id) {
+            Command::AddNode { id, info } => {
+                if self.nodes.get(&id) == Some(&info) {
                     return Err(MetadataError::NodeExists(id));
                 }
-                self.nodes.insert(id, addr);
+                self.nodes.insert(id, info);
                 Ok(Applied::NodeAdded(id))
             }
             Command::CreateStream {
@@ -291,14 +326,17 @@ mod tests {
         }
     }
 
+    fn info(id: NodeId) -> NodeInfo {
+        NodeInfo {
+            name: format!("brook-{id}@localhost"),
+            addr: format!("127.0.0.1:{}", 6000 + id),
+        }
+    }
+
     fn cluster(nodes: u64) -> Metadata {
         let mut m = Metadata::default();
         for id in 1..=nodes {
-            m.apply(Command::AddNode {
-                id,
-                addr: format!("127.0.0.1:{}", 6000 + id),
-            })
-            .unwrap();
+            m.apply(Command::AddNode { id, info: info(id) }).unwrap();
         }
         m
     }
@@ -426,13 +464,31 @@ mod tests {
     }
 
     #[test]
+    fn a_node_announcing_new_addresses_updates_them_and_the_state_survives_json() {
+        let mut m = cluster(3);
+        create(&mut m, "s", Locator::ClientLocal, 2);
+        let moved = NodeInfo {
+            name: "brook-2@elsewhere".into(),
+            addr: "10.0.0.2:5552".into(),
+        };
+        m.apply(Command::AddNode {
+            id: 2,
+            info: moved.clone(),
+        })
+        .unwrap();
+        assert_eq!(m.nodes[&2], moved);
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<Metadata>(&json).unwrap(), m);
+    }
+
+    #[test]
     fn bad_commands_change_nothing() {
         let mut m = cluster(2);
         let before = m.clone();
         assert_eq!(
             m.apply(Command::AddNode {
                 id: 1,
-                addr: "x".into()
+                info: info(1)
             }),
             Err(MetadataError::NodeExists(1))
         );

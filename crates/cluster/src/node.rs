@@ -1,0 +1,297 @@
+//! A node of the metadata group: starts openraft on the node's files, serves the cluster port,
+//! forms the cluster from the configured peers, and proposes commands wherever the leader is.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use brook_storage::SharedStorage;
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, ServerState};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::log_store::{LogOpenError, LogStore};
+use crate::metadata::{Applied, Command, Metadata, MetadataError, NodeId, NodeInfo};
+use crate::network::{CALL_TIMEOUT, Network, Peer, PeerStatus, ProposeError, Reply, Request};
+use crate::raft::{Raft, Response};
+use crate::state_machine::StateMachine;
+
+/// How a node joins the metadata group.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub node_id: NodeId,
+    /// The cluster port this node listens on.
+    pub listen: SocketAddr,
+    /// Every member's cluster address, this node's included (as peers reach it).
+    pub members: BTreeMap<NodeId, String>,
+    /// Where the Raft log, vote and snapshot live (`<data-dir>/cluster`).
+    pub dir: PathBuf,
+    /// What this node announces to the others.
+    pub info: NodeInfo,
+    pub storage: SharedStorage,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Log(#[from] LogOpenError),
+    #[error("cluster snapshot: {0}")]
+    Snapshot(std::io::Error),
+    #[error("cluster listener {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("openraft: {0}")]
+    Raft(String),
+    #[error("node {0} is not among the cluster's members")]
+    NotAMember(NodeId),
+}
+
+/// A running node of the metadata group.
+pub struct Cluster {
+    id: NodeId,
+    raft: Raft,
+    metadata: watch::Receiver<Arc<Metadata>>,
+    members: BTreeMap<NodeId, String>,
+    started: Instant,
+    local_addr: SocketAddr,
+    /// The cluster port's accept loop, stopped with the node.
+    server: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("id", &self.id)
+            .field("members", &self.members)
+            .finish_non_exhaustive()
+    }
+}
+
+/// openraft's timings. Elections wait 0.5–1 s of silence: long enough that a loaded 2-core CI
+/// machine does not depose a healthy leader, short enough that failover takes about a second.
+fn raft_config() -> Result<Arc<openraft::Config>, StartError> {
+    let config = openraft::Config {
+        cluster_name: "brook".into(),
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
+        ..Default::default()
+    };
+    config
+        .validate()
+        .map(Arc::new)
+        .map_err(|e| StartError::Raft(e.to_string()))
+}
+
+impl Cluster {
+    /// Opens the node's Raft files, starts serving the cluster port and forms (or rejoins) the
+    /// cluster. Returns once the node runs; the cluster may still be electing.
+    pub async fn start(config: ClusterConfig) -> Result<Arc<Cluster>, StartError> {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+        Cluster::start_on(config, listener).await
+    }
+
+    /// [`Cluster::start`] on a bound listener (`config.listen` is then only informative).
+    pub async fn start_on(
+        config: ClusterConfig,
+        listener: TcpListener,
+    ) -> Result<Arc<Cluster>, StartError> {
+        if !config.members.contains_key(&config.node_id) {
+            return Err(StartError::NotAMember(config.node_id));
+        }
+        let log = LogStore::open(config.storage.clone(), &config.dir)?;
+        let state = StateMachine::open(config.storage.clone(), &config.dir)
+            .map_err(StartError::Snapshot)?;
+        let metadata = state.subscribe();
+        let raft = Raft::new(config.node_id, raft_config()?, Network, log, state)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let cluster = Arc::new(Cluster {
+            id: config.node_id,
+            raft: raft.clone(),
+            metadata,
+            members: config.members.clone(),
+            started: Instant::now(),
+            local_addr,
+            server: std::sync::Mutex::new(None),
+        });
+        let server = tokio::spawn(crate::server::serve(listener, cluster.clone()));
+        *cluster.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
+        cluster.form().await?;
+        tokio::spawn(cluster.clone().announce(config.info));
+        Ok(cluster)
+    }
+
+    /// Every member starts with the same membership; openraft accepts that on each of them
+    /// and refuses it, harmlessly, once the cluster has formed.
+    async fn form(&self) -> Result<(), StartError> {
+        let members: BTreeMap<NodeId, BasicNode> = self
+            .members
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr)))
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(StartError::Raft(e.to_string())),
+        }
+    }
+
+    /// Tells the cluster this node's name and stream address, once a leader is there to hear
+    /// it.
+    async fn announce(self: Arc<Self>, info: NodeInfo) {
+        let command = Command::AddNode { id: self.id, info };
+        loop {
+            match self.propose(command.clone()).await {
+                Ok(Ok(_) | Err(MetadataError::NodeExists(_))) => return,
+                Ok(Err(e)) => {
+                    tracing::error!("announcing node {}: {e}", self.id);
+                    return;
+                }
+                Err(e) => tracing::debug!("announcing node {}: {e}; retrying", self.id),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The cluster port's bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The configured members and their cluster addresses.
+    pub fn members(&self) -> &BTreeMap<NodeId, String> {
+        &self.members
+    }
+
+    /// The metadata as this node has applied it.
+    pub fn metadata(&self) -> Arc<Metadata> {
+        self.metadata.borrow().clone()
+    }
+
+    /// Every change of the metadata this node applies.
+    pub fn watch(&self) -> watch::Receiver<Arc<Metadata>> {
+        self.metadata.clone()
+    }
+
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// This node's own view.
+    pub fn status(&self) -> PeerStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        PeerStatus {
+            id: self.id,
+            role: role.into(),
+            term: m.current_term,
+            leader: m.current_leader,
+            last_applied: m.last_applied.map(|l| l.index),
+            uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Every member's own view, asked over the cluster port; `None` for those that do not
+    /// answer within a second.
+    pub async fn statuses(&self) -> BTreeMap<NodeId, Option<PeerStatus>> {
+        let asks = self.members.iter().map(|(&id, addr)| async move {
+            if id == self.id {
+                return (id, Some(self.status()));
+            }
+            let answer = Peer::new(addr.clone())
+                .call(&Request::Status, Duration::from_secs(1))
+                .await;
+            match answer {
+                Ok(Reply::Status(s)) => (id, Some(s)),
+                _ => (id, None),
+            }
+        });
+        futures::future::join_all(asks).await.into_iter().collect()
+    }
+
+    /// Proposes a command to the metadata leader, wherever it is, and waits until it applies
+    /// here too, so that what the caller reads next includes it.
+    pub async fn propose(
+        &self,
+        command: Command,
+    ) -> Result<Result<Applied, MetadataError>, ProposeError> {
+        let (response, index) = match self.raft.client_write(command.clone()).await {
+            Ok(r) => (r.data, r.log_id.index),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let leader = f.leader_id.ok_or(ProposeError::NoLeader)?;
+                let addr = f
+                    .leader_node
+                    .map(|n| n.addr)
+                    .or_else(|| self.members.get(&leader).cloned())
+                    .ok_or(ProposeError::NoLeader)?;
+                let reply = Peer::new(addr)
+                    .call(&Request::Propose(command), CALL_TIMEOUT)
+                    .await
+                    .map_err(|e| ProposeError::Unreachable(leader, e.to_string()))?;
+                let Reply::Propose(answer) = reply else {
+                    return Err(ProposeError::Raft("unexpected reply".into()));
+                };
+                let (response, index) = answer?;
+                self.raft
+                    .wait(Some(CALL_TIMEOUT))
+                    .applied_index_at_least(Some(index), "forwarded proposal")
+                    .await
+                    .map_err(|e| ProposeError::Raft(e.to_string()))?;
+                (response, index)
+            }
+            Err(e) => return Err(ProposeError::Raft(e.to_string())),
+        };
+        tracing::debug!("metadata command applied at {index}");
+        response.ok_or_else(|| ProposeError::Raft("a command without an answer".into()))
+    }
+
+    /// Applies a command forwarded by another node; this node must be the leader.
+    pub(crate) async fn propose_here(
+        &self,
+        command: Command,
+    ) -> Result<(Response, u64), ProposeError> {
+        match self.raft.client_write(command).await {
+            Ok(r) => Ok((r.data, r.log_id.index)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(ProposeError::NoLeader)
+            }
+            Err(e) => Err(ProposeError::Raft(e.to_string())),
+        }
+    }
+
+    /// Stops openraft and closes the cluster port (connections already open end with their
+    /// next request, which openraft refuses once shut down).
+    pub async fn shutdown(&self) {
+        if let Some(server) = self.server.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            server.abort();
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!("stopping the metadata group: {e}");
+        }
+    }
+}
