@@ -1,6 +1,7 @@
 //! `brook serve`: its settings (flags, environment, config file) and running the broker with
 //! its listeners and the management API until SIGINT or SIGTERM.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use brook_auth::{AccessStore, Bootstrap};
 use brook_broker::{Broker, BrokerConfig, Durability};
+use brook_cluster::{Cluster, ClusterConfig, NodeInfo};
 use brook_management::{Api, ListenerInfo, Management};
 use brook_metrics::Metrics;
 use brook_server::{Server, ServerConfig, TlsConfig};
@@ -121,6 +123,18 @@ pub struct ServeArgs {
     /// Offer SASL EXTERNAL on TLS: the client certificate's CN names the user.
     #[arg(long, env = "BROOK_TLS_EXTERNAL_AUTH", requires = "tls_client_ca")]
     pub(crate) tls_external_auth: bool,
+    /// Run as node N of a cluster (with --cluster-listen and a --peer per other node).
+    #[arg(long, env = "BROOK_NODE_ID", requires = "cluster_listen")]
+    pub(crate) node_id: Option<u64>,
+    /// Address of this node's cluster port, where the other nodes reach it (the metadata
+    /// group's Raft traffic); it is also this node's address in the membership unless a
+    /// --peer names this node.
+    #[arg(long, env = "BROOK_CLUSTER_LISTEN", requires = "node_id")]
+    pub(crate) cluster_listen: Option<SocketAddr>,
+    /// Another member, as ID=HOST:PORT (its cluster port); repeat for each. Every node must
+    /// be started with the same members.
+    #[arg(long = "peer", env = "BROOK_PEERS", value_delimiter = ',', value_parser = parse_peer, requires = "node_id")]
+    pub(crate) peers: Vec<(u64, String)>,
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {
@@ -129,6 +143,16 @@ fn parse_user(s: &str) -> Result<(String, String), String> {
             Ok((name.into(), password.into()))
         }
         _ => Err(format!("expected NAME:PASSWORD, got {s:?}")),
+    }
+}
+
+fn parse_peer(s: &str) -> Result<(u64, String), String> {
+    match s.split_once('=') {
+        Some((id, addr)) if !addr.is_empty() && addr.contains(':') => id
+            .parse()
+            .map(|id| (id, addr.to_owned()))
+            .map_err(|_| format!("expected ID=HOST:PORT with a numeric ID, got {s:?}")),
+        _ => Err(format!("expected ID=HOST:PORT, got {s:?}")),
     }
 }
 
@@ -158,10 +182,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         load_definitions(&broker, &access, file).await?;
     }
     let server = Server::bind(server_config(&args), broker.clone(), access.clone()).await?;
+    let cluster = start_cluster(&args, server.local_addr()?).await?;
     let metrics = Arc::new(Metrics {
         broker: broker.clone(),
         connections: server.connections(),
-        node: node_name(),
+        node: node_name(args.node_id),
         data_dir: args.data_dir.clone(),
         rabbitmq_version: ServerConfig::default().protocol_version,
     });
@@ -172,7 +197,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     // The HTTP listeners stop when the stream listener does (when `stop` is dropped).
     let (stop, stopped) = tokio::sync::watch::channel(());
-    let http_tasks = start_http(&args, &server, access, metrics, listeners, stopped).await?;
+    let http_tasks = start_http(
+        &args,
+        &server,
+        access,
+        metrics,
+        cluster.clone(),
+        listeners,
+        stopped,
+    )
+    .await?;
     tracing::info!(
         addr = %server.local_addr()?,
         data_dir = %args.data_dir.display(),
@@ -190,6 +224,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down: flushing streams");
     broker.shutdown().await;
+    if let Some(cluster) = cluster {
+        cluster.shutdown().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -200,6 +237,7 @@ async fn start_http(
     server: &Server,
     access: Arc<AccessStore>,
     metrics: Arc<Metrics>,
+    cluster: Option<Arc<Cluster>>,
     mut listeners: Vec<ListenerInfo>,
     stopped: tokio::sync::watch::Receiver<()>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
@@ -231,6 +269,7 @@ async fn start_http(
             started: std::time::Instant::now(),
             metrics,
             rates: Default::default(),
+            cluster,
         };
         let mut management = Management::bind(args.http_listen, api)
             .await
@@ -256,10 +295,52 @@ fn listener(protocol: &str, addr: SocketAddr) -> ListenerInfo {
     }
 }
 
-/// RabbitMQ names nodes `name@host`; brook's is `brook@<hostname>`.
-fn node_name() -> String {
+/// Joins (or forms) the cluster when `--node-id` is given: the metadata group's files live in
+/// `<data-dir>/cluster`, and the node announces its name and advertised stream address.
+async fn start_cluster(
+    args: &ServeArgs,
+    stream_addr: SocketAddr,
+) -> anyhow::Result<Option<Arc<Cluster>>> {
+    let (Some(node_id), Some(listen)) = (args.node_id, args.cluster_listen) else {
+        return Ok(None);
+    };
+    let mut members: BTreeMap<u64, String> = args.peers.iter().cloned().collect();
+    members.entry(node_id).or_insert_with(|| listen.to_string());
+    let host = args.advertised_host.clone().unwrap_or_else(|| {
+        if stream_addr.ip().is_unspecified() {
+            "localhost".to_owned()
+        } else {
+            stream_addr.ip().to_string()
+        }
+    });
+    let port = args.advertised_port.unwrap_or(stream_addr.port());
+    let config = ClusterConfig {
+        node_id,
+        listen,
+        members,
+        dir: args.data_dir.join("cluster"),
+        info: NodeInfo {
+            name: node_name(args.node_id),
+            addr: format!("{host}:{port}"),
+        },
+        storage: brook_storage::disk(),
+    };
+    let cluster = Cluster::start(config)
+        .await
+        .context("starting the cluster's metadata group")?;
+    tracing::info!(node_id, cluster_port = %cluster.local_addr(), members = ?cluster.members(), "cluster member");
+    Ok(Some(cluster))
+}
+
+/// RabbitMQ names nodes `name@host`; brook's is `brook@<hostname>`, and node N of a cluster
+/// is `brook-N@<hostname>` (several may share a host, as `rabbit-2@host` does).
+fn node_name(node_id: Option<u64>) -> String {
     let uname = rustix::system::uname();
-    format!("brook@{}", uname.nodename().to_string_lossy())
+    let host = uname.nodename().to_string_lossy().into_owned();
+    match node_id {
+        Some(id) => format!("brook-{id}@{host}"),
+        None => format!("brook@{host}"),
+    }
 }
 
 fn open_access(args: &ServeArgs) -> anyhow::Result<AccessStore> {

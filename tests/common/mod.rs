@@ -86,6 +86,7 @@ impl TestBroker {
                 started: std::time::Instant::now(),
                 metrics,
                 rates: Default::default(),
+                cluster: None,
             },
         )
         .await

@@ -2,6 +2,8 @@
 //! node apply on every node, a leader's loss elects another, and a restarted node comes back
 //! with what it had and what it missed.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;

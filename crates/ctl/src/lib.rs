@@ -5,10 +5,12 @@
 //! * `client.rs` — HTTP requests and RabbitMQ's error bodies.
 //! * `streams.rs` — connections, publishers, consumers, groups, tracking, super streams.
 //! * `admin.rs` — users, vhosts, permissions, definitions, closing connections.
+//! * `cluster.rs` — the cluster's members and its metadata leader.
 //! * `table.rs` — tables for people, JSON for scripts.
 
 mod admin;
 mod client;
+mod cluster;
 mod streams;
 mod table;
 
@@ -211,6 +213,9 @@ pub enum Command {
         name: String,
         explanation: Option<String>,
     },
+    /// The cluster's members: whether each answers, its role in the metadata group, the
+    /// group's term and leader. A single node lists itself alone.
+    ClusterStatus,
 }
 
 /// Runs one command, printing to `out` (progress lines go to stderr, as tables and JSON are
@@ -249,6 +254,7 @@ pub fn run(args: CtlArgs, out: &mut dyn Write) -> Result<(), CtlError> {
             from,
             count,
         } => streams::tail(&ctx, &stream, &from, count, out),
+        Command::ClusterStatus => cluster::status(&ctx, out),
         other => admin::run(&ctx, other, out),
     }
 }

@@ -62,6 +62,8 @@ pub struct Api {
     pub metrics: Arc<brook_metrics::Metrics>,
     /// Message rates, sampled while the API serves (start with `Rates::default()`).
     pub rates: Rates,
+    /// This node's membership of a cluster (`/api/nodes` then lists every member).
+    pub cluster: Option<Arc<brook_cluster::Cluster>>,
 }
 
 /// The bound management listener.

@@ -157,15 +157,52 @@ async fn extensions() -> Response {
 
 async fn nodes(api: Ctx, caller: Who) -> ApiResult<Response> {
     caller.0.require_monitor()?;
-    Ok(axum::Json(json!([node_json(&api.0)])).into_response())
+    Ok(axum::Json(Value::Array(all_nodes(&api.0).await)).into_response())
 }
 
 async fn node(api: Ctx, caller: Who, Path(name): Path<String>) -> ApiResult<Response> {
     caller.0.require_monitor()?;
-    if name != api.0.node {
-        return Err(ApiError::NotFound);
+    let found = all_nodes(&api.0)
+        .await
+        .into_iter()
+        .find(|n| n["name"] == name.as_str());
+    Ok(axum::Json(found.ok_or(ApiError::NotFound)?).into_response())
+}
+
+/// This node, and in a cluster every other member as it answers over the cluster port (or
+/// `running: false`). The others' resource figures are not gathered: RabbitMQ's are, over
+/// Erlang distribution. brook adds `brook_node_id`, `brook_metadata_role` and
+/// `brook_metadata_leader` to each.
+async fn all_nodes(api: &Api) -> Vec<Value> {
+    let mut this = node_json(api);
+    let Some(cluster) = &api.cluster else {
+        return vec![this];
+    };
+    let metadata = cluster.metadata();
+    let statuses = cluster.statuses().await;
+    let mut all = Vec::new();
+    for (id, status) in statuses {
+        let mut node = if id == cluster.id() {
+            std::mem::take(&mut this)
+        } else {
+            let name = metadata
+                .nodes
+                .get(&id)
+                .map_or_else(|| format!("brook-{id}@unknown"), |n| n.name.clone());
+            json!({
+                "name": name,
+                "type": "disc",
+                "running": status.is_some(),
+                "uptime": status.as_ref().map(|s| s.uptime_ms),
+            })
+        };
+        node["brook_node_id"] = json!(id);
+        node["brook_metadata_role"] = json!(status.as_ref().map(|s| s.role.clone()));
+        node["brook_metadata_leader"] = json!(status.as_ref().and_then(|s| s.leader));
+        node["brook_metadata_term"] = json!(status.as_ref().map(|s| s.term));
+        all.push(node);
     }
-    Ok(axum::Json(node_json(&api.0)).into_response())
+    all
 }
 
 /// The node's resources, with RabbitMQ's field names and types.

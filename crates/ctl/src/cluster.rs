@@ -1,0 +1,36 @@
+//! `cluster_status`: the members, whether each answers, and the metadata group's leader, as
+//! `/api/nodes` reports them (RabbitMQ's `rabbitmqctl cluster_status` lists disk and running
+//! nodes; brook adds each member's role in the metadata group).
+
+use std::io::Write;
+
+use serde_json::Value;
+
+use crate::table::{lookup, print};
+use crate::{CtlError, Ctx, banner};
+
+pub(crate) fn status(ctx: &Ctx<'_>, out: &mut dyn Write) -> Result<(), CtlError> {
+    banner("Cluster status ...");
+    let nodes = match ctx.client.get("/api/nodes")? {
+        Value::Array(items) => items,
+        other => vec![other],
+    };
+    let columns: Vec<String> = [
+        "node_id",
+        "name",
+        "running",
+        "metadata_role",
+        "term",
+        "leader",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    print(out, ctx.format, &columns, &nodes, |n, c| match c {
+        "node_id" => lookup(n, "brook_node_id"),
+        "metadata_role" => lookup(n, "brook_metadata_role"),
+        "term" => lookup(n, "brook_metadata_term"),
+        "leader" => lookup(n, "brook_metadata_leader"),
+        other => lookup(n, other),
+    })
+}
