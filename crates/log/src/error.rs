@@ -45,6 +45,10 @@ pub enum LogError {
     TooManyEntries,
     #[error("the log was deleted")]
     Deleted,
+    /// A replicated chunk that is not the next one (the replica's log and the leader's
+    /// differ: it must be matched again).
+    #[error("replicated chunk {got} is not the next one ({expected})")]
+    OutOfSequence { expected: u64, got: u64 },
     #[error(
         "an earlier write failed and could not be rolled back; the log is read-only until reopened"
     )]

@@ -359,6 +359,11 @@ impl ReadChunk {
         Self { header, raw }
     }
 
+    /// The chunk exactly as stored: header, Bloom filter, data, trailer.
+    pub fn raw(&self) -> Bytes {
+        self.raw.clone()
+    }
+
     /// Bytes as stored: header, Bloom filter, data, trailer.
     pub fn raw_len(&self) -> usize {
         self.raw.len()

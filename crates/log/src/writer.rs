@@ -18,8 +18,8 @@ use crate::reader::{LogReader, Position, ReadChunk, SegmentInfo, Shared, View};
 use crate::recovery::{self, Recovery};
 use crate::tracking::Tracking;
 
-/// The leader epoch written in every chunk. brook is single-node, so it never changes; RabbitMQ
-/// starts streams at 1 and clients ignore it.
+/// The leader epoch a log writes until told otherwise ([`Log::set_epoch`]): a single node
+/// never changes it; RabbitMQ starts streams at 1 and clients ignore it.
 pub const EPOCH: u64 = 1;
 
 /// How a log lays itself out and what it keeps.
@@ -78,7 +78,7 @@ impl Piece<'_> {
         self.data.iter().map(|d| d.len()).sum()
     }
 
-    fn header(&self, chunk_id: u64, timestamp: i64) -> ChunkHeader {
+    fn header(&self, chunk_id: u64, timestamp: i64, epoch: u64) -> ChunkHeader {
         let mut crc = crc32fast::Hasher::new();
         for d in self.data {
             crc.update(d);
@@ -88,7 +88,7 @@ impl Piece<'_> {
             num_entries: self.num_entries,
             num_records: self.num_records,
             timestamp,
-            epoch: EPOCH,
+            epoch,
             chunk_id,
             crc: crc.finalize(),
             data_len: self.data_len().min(u32::MAX as usize) as u32,
@@ -109,33 +109,35 @@ pub struct RetentionReport {
 /// The writer of one stream's log.
 #[derive(Debug)]
 pub struct Log {
-    storage: SharedStorage,
-    dir: PathBuf,
-    config: LogConfig,
-    shared: Arc<Shared>,
+    pub(crate) storage: SharedStorage,
+    pub(crate) dir: PathBuf,
+    pub(crate) config: LogConfig,
+    pub(crate) shared: Arc<Shared>,
     /// The writer's segment list; readers see it as of the last commit.
-    segments: Vec<SegmentInfo>,
+    pub(crate) segments: Vec<SegmentInfo>,
     /// The active segment and its index, opened for appending on the first write and closed
     /// again by [`Log::release_files`] once synced: an idle stream holds no descriptors, so
     /// tens of thousands of streams fit the open-files limit (issue #12).
-    files: Option<ActiveFiles>,
+    pub(crate) files: Option<ActiveFiles>,
     /// Written since the last successful sync (files may only be released when false).
-    unsynced: bool,
-    last_timestamp: i64,
-    last_user_chunk: Option<Position>,
-    tracking: Tracking,
+    pub(crate) unsynced: bool,
+    pub(crate) last_timestamp: i64,
+    pub(crate) last_user_chunk: Option<Position>,
+    pub(crate) tracking: Tracking,
     /// Appended since the last commit.
-    uncommitted: bool,
+    pub(crate) uncommitted: bool,
     /// The segment list itself changed (roll), not only the active segment's numbers.
-    segments_changed: bool,
+    pub(crate) segments_changed: bool,
     /// The active segment was started but its tracking snapshot is not written yet (the write
     /// failed): it is retried before anything else goes into the segment, because recovery
     /// reads tracking from the last segment only.
-    needs_snapshot: bool,
-    poisoned: bool,
-    scratch: Vec<u8>,
+    pub(crate) needs_snapshot: bool,
+    pub(crate) poisoned: bool,
+    pub(crate) scratch: Vec<u8>,
     /// Copies of chunks written since the last commit, for readers at the tail.
-    fresh: Vec<(Position, ReadChunk)>,
+    pub(crate) fresh: Vec<(Position, ReadChunk)>,
+    /// Replication's state (`replication.rs`); inert on a single node.
+    pub(crate) replication: crate::replication::State,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -186,6 +188,7 @@ impl Log {
             poisoned: false,
             scratch: Vec::new(),
             fresh: Vec::new(),
+            replication: Default::default(),
         };
         Ok((log, recovered.report))
     }
@@ -330,7 +333,7 @@ impl Log {
     }
 
     /// The active files, opened for appending if they were released.
-    fn files(&mut self) -> Result<&mut ActiveFiles> {
+    pub(crate) fn files(&mut self) -> Result<&mut ActiveFiles> {
         if self.files.is_none() {
             let first = self.active().first_chunk_id;
             self.files = Some(open_for_append(&*self.storage, &self.dir, first)?);
@@ -375,26 +378,32 @@ impl Log {
         let full = active.size >= self.config.max_segment_bytes.min(MAX_SEGMENT_BYTES)
             || active.chunks >= self.config.max_segment_chunks;
         if full && active.chunks > 0 {
-            // Recovery trusts sealed segments, so one must be whole on disk before a later
-            // segment can exist: otherwise a power cut could leave a hole in the middle of the
-            // log. One fdatasync per segment (500 MB by default), whatever the durability.
-            self.sync()?;
-            let first = self.next_offset();
-            self.files = Some(create_segment_files(&*self.storage, &self.dir, first)?);
-            self.segments.push(SegmentInfo::empty(first));
-            self.segments_changed = true;
+            self.roll()?;
             // Every segment after the first starts with the whole tracking state, so recovery
             // reads only the last segment and retention never loses tracking.
             self.needs_snapshot = !self.tracking.is_empty();
-            if let Err(e) = self.enforce_retention(now_ms()) {
-                tracing::warn!(dir = %self.dir.display(), "retention after segment roll failed: {e}");
-            }
         }
         if self.needs_snapshot {
             let mut body = Vec::new();
             self.tracking.snapshot(&mut body);
             self.write_tracking_chunk(ChunkType::TrackingSnapshot, &body)?;
             self.needs_snapshot = false;
+        }
+        Ok(())
+    }
+
+    /// Starts a new segment at the next offset.
+    pub(crate) fn roll(&mut self) -> Result<()> {
+        // Recovery trusts sealed segments, so one must be whole on disk before a later
+        // segment can exist: otherwise a power cut could leave a hole in the middle of the
+        // log. One fdatasync per segment (500 MB by default), whatever the durability.
+        self.sync()?;
+        let first = self.next_offset();
+        self.files = Some(create_segment_files(&*self.storage, &self.dir, first)?);
+        self.segments.push(SegmentInfo::empty(first));
+        self.segments_changed = true;
+        if let Err(e) = self.enforce_retention(now_ms()) {
+            tracing::warn!(dir = %self.dir.display(), "retention after segment roll failed: {e}");
         }
         Ok(())
     }
@@ -435,7 +444,7 @@ impl Log {
             Vec::with_capacity(pieces.len() * crate::format::INDEX_RECORD_LEN as usize);
         let (mut at, mut chunk_id) = (position, first_id);
         for piece in pieces {
-            let header = piece.header(chunk_id, timestamp);
+            let header = piece.header(chunk_id, timestamp, self.replication.epoch);
             let disk_len = header.disk_len();
             if piece.data_len() > u32::MAX as usize
                 || piece.bloom.len() > 255
@@ -446,7 +455,7 @@ impl Log {
             let record = IndexRecord {
                 chunk_id,
                 timestamp,
-                epoch: EPOCH,
+                epoch: self.replication.epoch,
                 position: at as u32,
                 chunk_type: piece.chunk_type as u8,
             };
@@ -492,56 +501,76 @@ impl Log {
         mut position: u64,
         timestamp: i64,
     ) -> Result<()> {
-        let keep = self.shared.tail.wanted();
-        let active = self.segments.last_mut().ok_or(LogError::Poisoned)?;
-        let segment = active.first_chunk_id;
+        let copy = self.shared.tail.wanted() || self.replication.ships();
         for (piece, (header, bytes)) in pieces.iter().zip(headers) {
-            let disk_len = header.disk_len();
-            let at = Position {
-                segment,
-                file_pos: position,
-                chunk_id: header.chunk_id,
-            };
-            if keep {
-                // A reader waits at the end: keep a copy for it (one copy per chunk, shared by
-                // every reader), readable once committed.
-                let mut raw = Vec::with_capacity(disk_len as usize);
+            let raw = copy.then(|| {
+                // One copy per chunk, shared by every reader at the tail and the replicas.
+                let mut raw = Vec::with_capacity(header.disk_len() as usize);
                 raw.extend_from_slice(bytes);
                 raw.extend_from_slice(piece.bloom);
                 for d in piece.data {
                     raw.extend_from_slice(d);
                 }
                 raw.extend_from_slice(piece.trailer);
-                self.fresh
-                    .push((at, ReadChunk::new(*header, bytes::Bytes::from(raw))));
-            }
-            active.chunks += 1;
-            active.size += disk_len;
-            active.last_chunk_id = Some(header.chunk_id);
-            active.last_timestamp = Some(timestamp);
-            active.next_offset = header.next_offset();
-            if piece.chunk_type == ChunkType::User {
-                self.last_user_chunk = Some(at);
-            }
-            self.shared.set_last_written(header.chunk_id);
-            let activity = &self.shared.activity;
-            activity.chunks_written.fetch_add(1, Ordering::Relaxed);
-            activity
-                .records_written
-                .fetch_add(u64::from(header.num_records), Ordering::Relaxed);
-            activity
-                .bytes_written
-                .fetch_add(disk_len, Ordering::Relaxed);
-            position += disk_len;
+                bytes::Bytes::from(raw)
+            });
+            self.record(header, raw, position)?;
+            position += header.disk_len();
         }
         self.last_timestamp = timestamp;
+        Ok(())
+    }
+
+    /// Records one chunk written at `position` of the active segment; `raw` is its bytes, if
+    /// a reader at the tail or a replica wants them.
+    pub(crate) fn record(
+        &mut self,
+        header: &ChunkHeader,
+        raw: Option<bytes::Bytes>,
+        position: u64,
+    ) -> Result<()> {
+        let keep = self.shared.tail.wanted();
+        let active = self.segments.last_mut().ok_or(LogError::Poisoned)?;
+        let starts_segment = active.chunks == 0;
+        let disk_len = header.disk_len();
+        let at = Position {
+            segment: active.first_chunk_id,
+            file_pos: position,
+            chunk_id: header.chunk_id,
+        };
+        active.chunks += 1;
+        active.size += disk_len;
+        active.last_chunk_id = Some(header.chunk_id);
+        active.last_timestamp = Some(header.timestamp);
+        active.next_offset = header.next_offset();
+        if header.chunk_type == ChunkType::User {
+            self.last_user_chunk = Some(at);
+        }
+        if let Some(raw) = raw {
+            let chunk = ReadChunk::new(*header, raw);
+            self.replication.ship(&chunk, starts_segment);
+            if keep {
+                self.fresh.push((at, chunk));
+            }
+        }
+        let point = self.commit_point();
+        self.replication.written(point);
+        self.shared.set_last_written(header.chunk_id);
+        let activity = &self.shared.activity;
+        activity.chunks_written.fetch_add(1, Ordering::Relaxed);
+        activity
+            .records_written
+            .fetch_add(u64::from(header.num_records), Ordering::Relaxed);
+        activity
+            .bytes_written
+            .fetch_add(disk_len, Ordering::Relaxed);
         self.uncommitted = true;
         Ok(())
     }
 
     /// Undoes a partial write so the files end at the last whole chunk again. If even that
     /// fails, the log refuses further writes rather than append after garbage.
-    fn roll_back(&mut self, position: u64) {
+    pub(crate) fn roll_back(&mut self, position: u64) {
         let records = self.active().chunks;
         let index_len = FILE_HEADER_LEN + records * crate::format::INDEX_RECORD_LEN;
         // Both files append, so after the cut the next write lands right there.
@@ -635,8 +664,8 @@ impl Log {
 /// A segment and its index, open for appending.
 #[derive(Debug)]
 pub(crate) struct ActiveFiles {
-    segment: Box<dyn File>,
-    index: Box<dyn File>,
+    pub(crate) segment: Box<dyn File>,
+    pub(crate) index: Box<dyn File>,
 }
 
 pub(crate) fn create_segment_files(
