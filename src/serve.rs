@@ -175,6 +175,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut broker_config = BrokerConfig::new(&args.data_dir);
     broker_config.durability = args.durability;
     broker_config.chunk_linger = Duration::from_micros(args.chunk_linger_us);
+    broker_config.clustered = args.node_id.is_some();
     let broker = Broker::open(broker_config)
         .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
     let access = Arc::new(open_access(&args)?);
@@ -183,6 +184,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let server = Server::bind(server_config(&args), broker.clone(), access.clone()).await?;
     let cluster = start_cluster(&args, server.local_addr()?).await?;
+    if let Some(cluster) = &cluster {
+        cluster.attach(broker.clone());
+    }
     let metrics = Arc::new(Metrics {
         broker: broker.clone(),
         connections: server.connections(),

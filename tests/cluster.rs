@@ -1,6 +1,8 @@
 //! Three brooks as processes on loopback forming a cluster (issue #13): the metadata group
 //! elects a leader, `/api/nodes` and `brook ctl cluster_status` list every member, a kill -9
 //! of the leader elects another within seconds, and the killed node rejoins from its files.
+//! Streams are replicated: the official Rust client publishes to the leader and reads from a
+//! replica, and a publish is confirmed only while a majority holds it.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use common::child::Brook;
 use common::http::{self, GUEST};
+use futures::StreamExt;
+use rabbitmq_stream_client::Environment;
+use rabbitmq_stream_client::types::{Message, OffsetSpecification};
 use serde_json::Value;
 
 /// Free loopback ports for the cluster ports (each node must know the others' before it
@@ -37,7 +42,21 @@ fn start_node(id: u64, ports: &[u16], dir: &Path) -> Brook {
         args.push(format!("{}=127.0.0.1:{port}", i + 1));
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Brook::start(&dir.join(format!("node{id}")), &args)
+    let env = [("RUST_LOG", "info,brook_cluster=debug")];
+    Brook::start_with_env(&dir.join(format!("node{id}")), &args, &env)
+}
+
+/// Everything the nodes logged, for a failure's message.
+fn logs(brooks: &[Option<Brook>]) -> String {
+    let mut out = String::new();
+    for (i, b) in brooks.iter().enumerate() {
+        if let Some(b) = b {
+            out.push_str(&format!("--- node {} ---\n", i + 1));
+            out.push_str(&b.log.lock().unwrap().join("\n"));
+            out.push('\n');
+        }
+    }
+    out
 }
 
 async fn nodes(http: SocketAddr) -> Vec<Value> {
@@ -133,4 +152,120 @@ async fn three_nodes_elect_a_leader_and_survive_its_kill() {
         running(all) == 3 && agreed_leader(all) == Some(second)
     })
     .await;
+}
+
+/// Starts three nodes and waits until they agree on a metadata leader and every node has
+/// announced its name and address.
+async fn three_nodes(dir: &Path) -> (Vec<u16>, Vec<Option<Brook>>) {
+    let ports = free_ports(3);
+    let brooks: Vec<Option<Brook>> = (1..=3)
+        .map(|id| Some(start_node(id, &ports, dir)))
+        .collect();
+    let http = brooks[0].as_ref().unwrap().http_addr();
+    until(http, "a leader and 3 announced members", |all| {
+        running(all) == 3
+            && agreed_leader(all).is_some()
+            && all.iter().all(|n| {
+                !n["name"]
+                    .as_str()
+                    .unwrap_or("@unknown")
+                    .ends_with("@unknown")
+            })
+    })
+    .await;
+    (ports, brooks)
+}
+
+async fn env(port: u16) -> Environment {
+    Environment::builder()
+        .host("127.0.0.1")
+        .port(port)
+        .build()
+        .await
+        .unwrap()
+}
+
+fn messages(from: u64, to: u64) -> Vec<Message> {
+    (from..to)
+        .map(|i| Message::builder().body(i.to_string()).build())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_stream_confirms_on_a_majority_and_serves_consumers_on_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ports, mut brooks) = three_nodes(dir.path()).await;
+    let port = |b: &Option<Brook>| b.as_ref().unwrap().addr.port();
+    let env = env(port(&brooks[0])).await;
+    // Declared on node 1: client-local puts the leader there, replicas on 2 and 3.
+    env.stream_creator().create("replicated").await.unwrap();
+    let producer = env.producer().build("replicated").await.unwrap();
+    let statuses = producer
+        .batch_send_with_confirm(messages(0, 1000))
+        .await
+        .unwrap();
+    assert!(statuses.iter().all(|s| s.confirmed()));
+
+    // Metadata names the leader and two replicas; the client reads from a replica.
+    let mut consumer = env
+        .consumer()
+        .offset(OffsetSpecification::First)
+        .build("replicated")
+        .await
+        .unwrap();
+    for i in 0..1000u64 {
+        let d = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+            .await
+            .expect("a message")
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.message().data().unwrap(), i.to_string().as_bytes());
+    }
+    // Closed before its node is killed: the client's handling of a lost connection can spin
+    // on the runtime's threads.
+    consumer.handle().close().await.unwrap();
+    // Every replica has the chunks (its own stream statistics, over its own API).
+    for b in &brooks[1..] {
+        let http = b.as_ref().unwrap().http_addr();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let q = http::get(http, "/api/queues/%2F/replicated", GUEST).await;
+            if q.status == 200 && q.json()["messages"].as_u64() == Some(1000) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{}", q.body);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // One replica gone: the other one and the leader are a majority.
+    brooks[2].take().unwrap().kill();
+    let sent = producer.batch_send_with_confirm(messages(1000, 1100));
+    let Ok(statuses) = tokio::time::timeout(Duration::from_secs(20), sent).await else {
+        panic!("no confirm with one replica down\n{}", logs(&brooks));
+    };
+    let statuses = statuses.unwrap();
+    assert!(statuses.iter().all(|s| s.confirmed()));
+
+    // Both gone: the leader alone is a minority and cannot confirm...
+    brooks[1].take().unwrap().kill();
+    let pending = tokio::spawn(async move {
+        let statuses = producer
+            .batch_send_with_confirm(messages(1100, 1101))
+            .await
+            .unwrap();
+        // Closed here: the client's Drop blocks its thread (see tests/client.rs).
+        producer.close().await.unwrap();
+        statuses
+    });
+    let mut pending = pending;
+    let early = tokio::time::timeout(Duration::from_secs(1), &mut pending).await;
+    assert!(early.is_err(), "a minority confirmed: {early:?}");
+    // ...until a replica is back (from its files) and catches up.
+    brooks[1] = Some(start_node(2, &ports, dir.path()));
+    let statuses = tokio::time::timeout(Duration::from_secs(20), pending)
+        .await
+        .expect("confirmed once a majority holds it")
+        .unwrap();
+    assert!(statuses.iter().all(|s| s.confirmed()));
 }

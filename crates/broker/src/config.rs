@@ -34,6 +34,9 @@ pub struct BrokerConfig {
     /// How long a hot stream's writer may wait for more publishes so that its chunks grow
     /// (`stream/pacing.rs`); zero writes at once.
     pub chunk_linger: Duration,
+    /// A member of a cluster: streams found on disk wait for the cluster's metadata to say
+    /// whether this node leads or follows them.
+    pub clustered: bool,
 }
 
 impl BrokerConfig {
@@ -46,6 +49,7 @@ impl BrokerConfig {
             retention_check_interval: Duration::from_secs(60),
             max_chunk_bytes: 256 << 10,
             chunk_linger: Duration::from_millis(1),
+            clustered: false,
         }
     }
 }

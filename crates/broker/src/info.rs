@@ -51,6 +51,9 @@ impl StreamInfo {
             Slot::Unavailable { reason, .. } => StreamStatus::Unavailable {
                 reason: reason.clone(),
             },
+            Slot::Dormant { .. } => StreamStatus::Unavailable {
+                reason: "waiting for the cluster's metadata".into(),
+            },
         };
         StreamInfo {
             id: id.clone(),

@@ -30,6 +30,7 @@ mod bloom;
 mod browse;
 mod budget;
 mod catalog;
+pub mod cluster;
 mod config;
 mod counters;
 mod delivery;
@@ -54,9 +55,9 @@ pub use counters::{ConsumerSnapshot, Counters, PublisherCounters, PublisherSnaps
 pub use error::{Error, OpenError};
 pub use info::{StreamInfo, StreamStatus, UnavailableStream};
 pub use outgoing::{ControlEvent, ControlSender, Outgoing, OutgoingSender};
-pub use registry::{Broker, stream_name};
+pub use registry::{Broker, Shipments, stream_name};
 pub use session::{Session, Subscribed};
-pub use stream::{StreamId, Tracked};
+pub use stream::{Role, StreamId, Tracked};
 pub use super_streams::SuperStream;
 pub use verify::{DataDirReport, StreamReport, verify_data_dir};
 

@@ -26,9 +26,13 @@ use crate::sac;
 use crate::session::Session;
 use crate::stream::MAX_CHUNK_ENTRIES;
 use crate::stream::core::{Core, CoreConfig};
+use crate::stream::replica;
 use crate::stream::task::{self, Links};
 use crate::stream::writer::StreamWriter;
-use crate::stream::{Command, Stream, StreamId, StreamState};
+use crate::stream::{Command, Role, Stream, StreamId, StreamState};
+
+/// A leader's written chunks, for its replicas.
+pub type Shipments = mpsc::UnboundedReceiver<Vec<brook_log::Shipped>>;
 use crate::super_streams::SuperStreams;
 
 /// A name in the registry.
@@ -43,12 +47,17 @@ pub(crate) enum Slot {
         dir: PathBuf,
         reason: String,
     },
+    /// Clustered: found on disk at startup, opened once the cluster's metadata says in which
+    /// role ([`Broker::host`]).
+    Dormant {
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    config: BrokerConfig,
-    streams_dir: PathBuf,
+    pub(crate) config: BrokerConfig,
+    pub(crate) streams_dir: PathBuf,
     streams: RwLock<HashMap<StreamId, Slot>>,
     next_connection: AtomicU64,
     pub(crate) super_streams: SuperStreams,
@@ -57,6 +66,8 @@ pub(crate) struct Inner {
     pub(crate) totals: Arc<Totals>,
     /// Held for the broker's lifetime: two brokers on one data directory would corrupt it.
     _lock: Box<dyn LockGuard>,
+    /// Set when this node is a member of a cluster (`crate::cluster`).
+    pub(crate) cluster: std::sync::OnceLock<Arc<dyn crate::cluster::ClusterHooks>>,
 }
 
 /// The broker: a cheap handle, clone it freely.
@@ -111,6 +122,7 @@ impl Broker {
                 sac: sac::Coordinator::default(),
                 totals: Arc::default(),
                 _lock: lock,
+                cluster: std::sync::OnceLock::new(),
             }),
         };
         for entry in entries.into_iter().filter(|e| e.is_dir) {
@@ -145,6 +157,11 @@ impl Broker {
         };
         let args = meta.arguments.reparse();
         let id = StreamId::new(meta.vhost, meta.name);
+        if self.inner.config.clustered {
+            let dir = dir.to_owned();
+            self.write_streams().insert(id, Slot::Dormant { dir });
+            return;
+        }
         match open_log(&self.inner.config, dir, &args) {
             Ok((log, recovery)) => {
                 if recovery.is_clean() {
@@ -152,7 +169,7 @@ impl Broker {
                 } else {
                     tracing::warn!(stream = %id, "stream recovered: {recovery}");
                 }
-                let stream = self.start_writer(&id, args, dir.to_owned(), log);
+                let (stream, _) = self.start_writer(&id, args, dir.to_owned(), log, Role::Single);
                 self.write_streams().insert(id, Slot::Ready(stream));
             }
             Err(e) => {
@@ -172,14 +189,23 @@ impl Broker {
         );
     }
 
-    /// Spawns the stream's writer task.
-    fn start_writer(&self, id: &StreamId, args: StreamArgs, dir: PathBuf, log: Log) -> Arc<Stream> {
+    /// Spawns the stream's writer task (a replica's task, for [`Role::Replica`]). A leader
+    /// also gets the receiver of the chunks it writes, for its replicas.
+    pub(crate) fn start_writer(
+        &self,
+        id: &StreamId,
+        args: StreamArgs,
+        dir: PathBuf,
+        log: Log,
+        role: Role,
+    ) -> (Arc<Stream>, Option<Shipments>) {
         let config = &self.inner.config;
         let (committed_tx, committed_rx) = watch::channel(log.next_offset());
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(StreamState::default());
         let stream = Arc::new(Stream {
             id: id.clone(),
+            role,
             reader: log.reader(),
             args: args.clone(),
             dir,
@@ -187,6 +213,16 @@ impl Broker {
             committed: committed_rx,
             state: state.clone(),
         });
+        if role == Role::Replica {
+            let links = replica::Links {
+                id: id.clone(),
+                committed: committed_tx,
+                durability: config.durability,
+                cluster: self.inner.cluster.get().cloned(),
+            };
+            tokio::spawn(replica::run(log, rx, links));
+            return (stream, None);
+        }
         let core = Core::new(
             CoreConfig {
                 durability: config.durability,
@@ -196,6 +232,13 @@ impl Broker {
             },
             Instant::now(),
         );
+        let (ship, shipments) = match role {
+            Role::Leader { .. } => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Some(tx), Some(rx))
+            }
+            _ => (None, None),
+        };
         let links = Links {
             id: id.clone(),
             state,
@@ -203,9 +246,14 @@ impl Broker {
             committed: committed_tx,
             retention_check_interval: config.retention_check_interval,
             chunk_linger: config.chunk_linger,
+            ship,
         };
-        tokio::spawn(task::run(StreamWriter::new(log, core), rx, links));
-        stream
+        let writer = match role {
+            Role::Leader { epoch, members } => StreamWriter::leader(log, core, epoch, members),
+            _ => StreamWriter::new(log, core),
+        };
+        tokio::spawn(task::run(writer, rx, links));
+        (stream, shipments)
     }
 
     // Registry updates are plain inserts/removes; a panic elsewhere cannot leave the map in a
@@ -214,7 +262,7 @@ impl Broker {
         self.inner.streams.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write_streams(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<StreamId, Slot>> {
+    pub(crate) fn write_streams(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<StreamId, Slot>> {
         self.inner
             .streams
             .write()
@@ -232,6 +280,10 @@ impl Broker {
             Some(Slot::Unavailable { reason, .. }) => {
                 Err(Error::StreamNotAvailable(name.to_owned(), reason.clone()))
             }
+            Some(Slot::Dormant { .. }) => Err(Error::StreamNotAvailable(
+                name.to_owned(),
+                "waiting for the cluster".into(),
+            )),
             None => Err(Error::StreamDoesNotExist(name.to_owned())),
         }
     }
@@ -274,6 +326,21 @@ impl Broker {
         validate_name(&name)?;
         let args = StreamArgs::parse(arguments).map_err(Error::PreconditionFailed)?;
         let id = StreamId::new(vhost, name.clone());
+        if let Some(cluster) = self.inner.cluster.get() {
+            return cluster.create(id, arguments.to_vec()).await;
+        }
+        self.create_local(id, args, Role::Single).await.map(|_| ())
+    }
+
+    /// Creates a stream's directory and log here and starts it in `role`.
+    pub(crate) async fn create_local(
+        &self,
+        id: StreamId,
+        args: StreamArgs,
+        role: Role,
+    ) -> Result<Option<Shipments>, Error> {
+        let name = id.name.clone();
+        let vhost = id.vhost.clone();
         {
             let mut streams = self.write_streams();
             match streams.get(&id) {
@@ -309,10 +376,10 @@ impl Broker {
         .unwrap_or_else(|e| Err(e.to_string()));
         match created {
             Ok((dir, log)) => {
-                tracing::info!(stream = %id, dir = %dir.display(), "stream created");
-                let stream = self.start_writer(&id, args, dir, log);
+                tracing::info!(stream = %id, dir = %dir.display(), ?role, "stream created");
+                let (stream, shipments) = self.start_writer(&id, args, dir, log, role);
                 self.write_streams().insert(id, Slot::Ready(stream));
-                Ok(())
+                Ok(shipments)
             }
             Err(e) => {
                 self.write_streams().remove(&id);
@@ -324,6 +391,15 @@ impl Broker {
     /// Deletes a stream and its data; every connection that used it gets a MetadataUpdate.
     pub async fn delete_stream(&self, vhost: &str, name: &str) -> Result<(), Error> {
         let id = StreamId::new(vhost, name);
+        if let Some(cluster) = self.inner.cluster.get() {
+            return cluster.delete(id).await;
+        }
+        self.delete_local(id).await
+    }
+
+    /// Deletes a stream's files here.
+    pub(crate) async fn delete_local(&self, id: StreamId) -> Result<(), Error> {
+        let (vhost, name) = (id.vhost.as_str(), id.name.as_str());
         let slot = {
             let mut streams = self.write_streams();
             match streams.get(&id) {
@@ -348,7 +424,7 @@ impl Broker {
                     .notify_all(&ControlEvent::StreamDeleted(name.to_owned()));
                 stream.dir.clone()
             }
-            Some(Slot::Unavailable { dir, .. }) => dir,
+            Some(Slot::Unavailable { dir, .. } | Slot::Dormant { dir, .. }) => dir,
             Some(Slot::Creating(_)) | None => return Ok(()),
         };
         let storage = self.inner.config.storage.clone();
@@ -399,7 +475,7 @@ impl Broker {
 }
 
 /// Opens (or creates) a stream's log. Blocking: recovery reads and may repair files.
-fn open_log(
+pub(crate) fn open_log(
     config: &BrokerConfig,
     dir: &Path,
     args: &StreamArgs,

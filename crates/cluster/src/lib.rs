@@ -10,19 +10,25 @@
 //!   snapshot as files in `<data-dir>/cluster`;
 //! - `network`, `server`: the cluster port, over which nodes vote, replicate the log and
 //!   forward proposals to the leader;
-//! - `node`: [`Cluster`], a running member.
+//! - `node`: [`Cluster`], a running member;
+//! - `hooks`, `streams`, `replication`: the broker in the cluster — creation and placement
+//!   through the metadata group, hosting what the metadata says, and the leader → replica
+//!   link that carries each stream's chunks.
 
 // openraft's trait methods return its error types, which are large; boxing them is not ours
 // to choose.
 #![allow(clippy::result_large_err)]
 
+mod hooks;
 mod log_store;
 mod metadata;
 mod network;
 mod node;
 mod raft;
+mod replication;
 mod server;
 mod state_machine;
+mod streams;
 
 pub use log_store::LogOpenError;
 pub use metadata::{

@@ -48,6 +48,9 @@ pub enum Locator {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamMeta {
+    /// As the client declared them (each member opens its copy with the same).
+    #[serde(default)]
+    pub arguments: Vec<(String, String)>,
     pub epoch: u64,
     pub leader: NodeId,
     pub members: BTreeMap<NodeId, Member>,
@@ -64,6 +67,8 @@ pub enum Command {
     /// `size`: `x-initial-cluster-size` (`None`: every node).
     CreateStream {
         key: StreamKey,
+        #[serde(default)]
+        arguments: Vec<(String, String)>,
         size: Option<usize>,
         locator: Locator,
         declared_on: NodeId,
@@ -177,10 +182,11 @@ impl Metadata {
             }
             Command::CreateStream {
                 key,
+                arguments,
                 size,
                 locator,
                 declared_on,
-            } => self.create(key, size, locator, declared_on),
+            } => self.create(key, arguments, size, locator, declared_on),
             Command::DeleteStream { key } => match self.streams.remove(&key) {
                 Some(_) => Ok(Applied::StreamDeleted(key)),
                 None => Err(MetadataError::UnknownStream(key)),
@@ -219,6 +225,7 @@ impl Metadata {
     fn create(
         &mut self,
         key: StreamKey,
+        arguments: Vec<(String, String)>,
         size: Option<usize>,
         locator: Locator,
         declared_on: NodeId,
@@ -245,6 +252,7 @@ impl Metadata {
         self.streams.insert(
             key.clone(),
             StreamMeta {
+                arguments,
                 epoch: 1,
                 leader,
                 members,
@@ -344,6 +352,7 @@ mod tests {
     fn create(m: &mut Metadata, name: &str, locator: Locator, on: NodeId) -> NodeId {
         match m.apply(Command::CreateStream {
             key: key(name),
+            arguments: vec![],
             size: None,
             locator,
             declared_on: on,
@@ -393,6 +402,7 @@ mod tests {
         let mut m = cluster(5);
         m.apply(Command::CreateStream {
             key: key("a"),
+            arguments: vec![],
             size: Some(3),
             locator: Locator::ClientLocal,
             declared_on: 5,
@@ -402,6 +412,7 @@ mod tests {
         assert_eq!(members, [1, 2, 5]);
         m.apply(Command::CreateStream {
             key: key("b"),
+            arguments: vec![],
             size: Some(3),
             locator: Locator::ClientLocal,
             declared_on: 1,
@@ -412,6 +423,7 @@ mod tests {
         assert_eq!(members, [1, 3, 4]);
         m.apply(Command::CreateStream {
             key: key("c"),
+            arguments: vec![],
             size: Some(50),
             locator: Locator::Balanced,
             declared_on: 1,
@@ -519,6 +531,7 @@ mod tests {
         assert_eq!(
             Metadata::default().apply(Command::CreateStream {
                 key: key("s"),
+                arguments: vec![],
                 size: None,
                 locator: Locator::Balanced,
                 declared_on: 1

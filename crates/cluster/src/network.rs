@@ -38,6 +38,21 @@ pub(crate) enum Request {
     Propose(Command),
     /// What the node knows of itself, for `/api/nodes` and `cluster_status`.
     Status,
+    /// A leader opens a replication link for one stream (`replication.rs`); the connection
+    /// carries binary frames after the reply.
+    Replicate {
+        vhost: String,
+        name: String,
+        epoch: u64,
+        leader: NodeId,
+    },
+    /// A consumer on a replica stored an offset; the leader writes it.
+    StoreOffset {
+        vhost: String,
+        name: String,
+        reference: String,
+        offset: u64,
+    },
 }
 
 /// Why a proposal did not apply.
@@ -71,6 +86,9 @@ pub(crate) enum Reply {
     /// The answer and the log index it applied at.
     Propose(Result<(Response, u64), ProposeError>),
     Status(PeerStatus),
+    /// The replica's log end, or why it refuses the leader.
+    Replicate(Result<u64, String>),
+    Done,
 }
 
 pub(crate) async fn write_frame<T: Serialize>(

@@ -13,11 +13,15 @@ use openraft::{BasicNode, ServerState};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use brook_broker::Broker;
+
+use crate::hooks::Hooks;
 use crate::log_store::{LogOpenError, LogStore};
 use crate::metadata::{Applied, Command, Metadata, MetadataError, NodeId, NodeInfo};
 use crate::network::{CALL_TIMEOUT, Network, Peer, PeerStatus, ProposeError, Reply, Request};
 use crate::raft::{Raft, Response};
 use crate::state_machine::StateMachine;
+use crate::streams::Feeds;
 
 /// How a node joins the metadata group.
 #[derive(Debug, Clone)]
@@ -61,6 +65,9 @@ pub struct Cluster {
     local_addr: SocketAddr,
     /// The cluster port's accept loop, stopped with the node.
     server: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The broker whose streams this node hosts ([`Cluster::attach`]).
+    broker: std::sync::OnceLock<Broker>,
+    feeds: tokio::sync::Mutex<Feeds>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -129,6 +136,8 @@ impl Cluster {
             started: Instant::now(),
             local_addr,
             server: std::sync::Mutex::new(None),
+            broker: std::sync::OnceLock::new(),
+            feeds: Default::default(),
         });
         let server = tokio::spawn(crate::server::serve(listener, cluster.clone()));
         *cluster.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
@@ -166,6 +175,26 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Makes `broker` this node's: streams are created, placed and replicated through the
+    /// cluster from now on.
+    pub fn attach(self: &Arc<Self>, broker: Broker) {
+        if self.broker.set(broker.clone()).is_err() {
+            return;
+        }
+        broker.set_cluster(Arc::new(Hooks {
+            cluster: self.clone(),
+        }));
+        tokio::spawn(crate::streams::watch(self.clone()));
+    }
+
+    pub(crate) fn broker(&self) -> Option<&Broker> {
+        self.broker.get()
+    }
+
+    pub(crate) fn feeds(&self) -> &tokio::sync::Mutex<Feeds> {
+        &self.feeds
     }
 
     pub fn id(&self) -> NodeId {

@@ -39,6 +39,19 @@ async fn connection(stream: TcpStream, cluster: Arc<Cluster>) {
                 return;
             }
         };
+        if let Request::Replicate {
+            vhost,
+            name,
+            epoch,
+            leader,
+        } = request
+        {
+            let key = crate::StreamKey { vhost, name };
+            if let Err(e) = crate::replication::serve(&cluster, stream, key, epoch, leader).await {
+                tracing::debug!("replication link from {peer:?}: {e}");
+            }
+            return;
+        }
         let reply = answer(&cluster, request).await;
         if let Err(e) = write_frame(&mut stream, &reply).await {
             tracing::debug!("cluster port, {peer:?}: {e}");
@@ -55,5 +68,19 @@ async fn answer(cluster: &Cluster, request: Request) -> Reply {
         Request::Snapshot(r) => Reply::Snapshot(raft.install_snapshot(r).await),
         Request::Propose(command) => Reply::Propose(cluster.propose_here(command).await),
         Request::Status => Reply::Status(cluster.status()),
+        Request::StoreOffset {
+            vhost,
+            name,
+            reference,
+            offset,
+        } => {
+            if let Some(broker) = cluster.broker() {
+                let id = brook_broker::StreamId::new(vhost, name);
+                broker.store_offset_here(&id, &reference, offset);
+            }
+            Reply::Done
+        }
+        // Handled by `connection`, which hands the connection over.
+        Request::Replicate { .. } => Reply::Done,
     }
 }

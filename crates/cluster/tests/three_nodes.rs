@@ -52,6 +52,7 @@ fn key(name: &str) -> StreamKey {
 fn create(name: &str, on: NodeId) -> Command {
     Command::CreateStream {
         key: key(name),
+        arguments: vec![],
         size: None,
         locator: Locator::ClientLocal,
         declared_on: on,

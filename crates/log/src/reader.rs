@@ -343,6 +343,7 @@ impl LogReader {
             shared: self.shared.clone(),
             position,
             file: None,
+            read_segment_start: false,
         }
     }
 }
@@ -357,6 +358,13 @@ pub struct ReadChunk {
 impl ReadChunk {
     pub(crate) fn new(header: ChunkHeader, raw: Bytes) -> Self {
         Self { header, raw }
+    }
+
+    /// A chunk from its stored bytes (a replica receiving the leader's); only the header is
+    /// checked here, [`crate::Log::append_raw`] checks the rest.
+    pub fn parse(raw: Bytes) -> std::result::Result<ReadChunk, brook_protocol::chunk::ChunkError> {
+        let header = ChunkHeader::parse(&raw)?;
+        Ok(ReadChunk { header, raw })
     }
 
     /// The chunk exactly as stored: header, Bloom filter, data, trailer.
@@ -413,6 +421,8 @@ pub struct Cursor {
     position: Position,
     /// Open handle on the current segment.
     file: Option<Box<dyn File>>,
+    /// The last [`Cursor::read`] began at the start of a segment.
+    read_segment_start: bool,
 }
 
 impl Cursor {
@@ -473,6 +483,27 @@ impl Cursor {
         out.len() - before
     }
 
+    /// As [`Cursor::read`], for a replica: each chunk with whether it opened its segment.
+    pub fn read_shipped(
+        &mut self,
+        max_bytes: usize,
+        out: &mut Vec<crate::Shipped>,
+    ) -> Result<usize> {
+        let mut chunks = Vec::new();
+        let n = self.read(max_bytes, &mut chunks)?;
+        let first = self.read_segment_start;
+        out.extend(
+            chunks
+                .into_iter()
+                .enumerate()
+                .map(|(i, chunk)| crate::Shipped {
+                    chunk,
+                    starts_segment: first && i == 0,
+                }),
+        );
+        Ok(n)
+    }
+
     /// Appends to `out` the committed chunks after the cursor, reading about `max_bytes` (always
     /// at least one whole chunk if one is available). Returns how many were added; 0 means the
     /// cursor is at the committed end.
@@ -495,6 +526,7 @@ impl Cursor {
             return Ok(0);
         };
         let start = self.position.file_pos;
+        self.read_segment_start = start == FILE_HEADER_LEN;
         let available = limit - start;
         let mut want = available.min(max_bytes.max(HEADER_LEN) as u64);
         let mut buf = Vec::new();

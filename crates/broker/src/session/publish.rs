@@ -35,6 +35,13 @@ impl Session {
     ) -> Result<(), Error> {
         check_reference(reference, "publisher reference")?;
         let stream = self.stream(stream)?;
+        if stream.role == crate::Role::Replica {
+            // Clients publish to the leader `Metadata` names; brook does not forward.
+            return Err(Error::StreamNotAvailable(
+                stream.id.name.clone(),
+                "this node holds a replica; publish to the leader".into(),
+            ));
+        }
         if self.publishers.contains_key(&id) {
             return Err(Error::PreconditionFailed(format!(
                 "publisher id {id} already in use"

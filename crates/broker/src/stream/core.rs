@@ -144,6 +144,9 @@ pub(crate) struct Core {
     unwritten: Confirms,
     /// Confirms of chunks written but not yet committed.
     written: Confirms,
+    /// Replicated: confirms of chunks durable here, waiting for a majority, with the log's end
+    /// after them.
+    parked: std::collections::VecDeque<(u64, Vec<ConfirmGroup>)>,
     replies: Vec<Reply>,
     /// Publishers declared before this epoch are fenced.
     fence: u64,
@@ -166,6 +169,7 @@ impl Core {
             pending: Confirms::default(),
             unwritten: Confirms::default(),
             written: Confirms::default(),
+            parked: Default::default(),
             replies: Vec::new(),
             fence: 0,
             broken: false,
@@ -416,6 +420,33 @@ impl Core {
                 .filter(|g| g.target.publisher.is_alive())
                 .map(Reply::Confirm),
         );
+    }
+
+    /// Replicated: everything written is durable here and ends at `end`; its confirms wait
+    /// for a majority ([`Core::release`]).
+    pub(crate) fn park(&mut self, end: u64) {
+        if self.config.durability == Durability::None {
+            self.unsynced = false;
+        }
+        let groups: Vec<ConfirmGroup> = self.written.drain().collect();
+        if !groups.is_empty() {
+            self.parked.push_back((end, groups));
+        }
+    }
+
+    /// A majority holds everything before `end`: confirms what waited for it.
+    pub(crate) fn release(&mut self, end: u64) {
+        while self.parked.front().is_some_and(|(e, _)| *e <= end) {
+            let Some((_, groups)) = self.parked.pop_front() else {
+                break;
+            };
+            self.replies.extend(
+                groups
+                    .into_iter()
+                    .filter(|g| g.target.publisher.is_alive())
+                    .map(Reply::Confirm),
+            );
+        }
     }
 
     /// Replies produced since the last call, in order.

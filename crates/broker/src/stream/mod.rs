@@ -15,6 +15,8 @@
 mod chunks;
 pub(crate) mod core;
 mod pacing;
+pub(crate) mod quorum;
+pub(crate) mod replica;
 pub(crate) use chunks::MAX_CHUNK_ENTRIES;
 #[cfg(test)]
 mod simulation;
@@ -126,6 +128,18 @@ pub(crate) enum Command {
     Delete {
         reply: oneshot::Sender<()>,
     },
+    /// A replicated stream's leader: replica `node` holds everything before `end`.
+    Acked {
+        node: u64,
+        end: u64,
+    },
+    /// A replica: the leader's chunks to append, and its commit (readers may see up to it).
+    /// The reply is the replica's durable end.
+    Replicate {
+        chunks: Vec<brook_log::Shipped>,
+        commit: u64,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
 }
 
 /// What a stream's writer task shares with the rest of the broker.
@@ -168,10 +182,22 @@ impl StreamState {
     }
 }
 
+/// What this node does for a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Not clustered: the writer commits alone.
+    Single,
+    /// Leads a replicated stream of `members` (itself included) in this epoch.
+    Leader { epoch: u64, members: usize },
+    /// Holds a copy: takes the leader's chunks, serves readers, refuses publishers.
+    Replica,
+}
+
 /// A stream as the rest of the broker sees it.
 #[derive(Debug)]
 pub(crate) struct Stream {
     pub id: StreamId,
+    pub role: Role,
     pub args: StreamArgs,
     pub dir: PathBuf,
     pub reader: LogReader,

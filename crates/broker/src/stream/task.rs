@@ -51,6 +51,8 @@ pub(crate) struct Links {
     pub retention_check_interval: Duration,
     /// How long a hot stream may wait for more publishes before a write (`pacing.rs`).
     pub chunk_linger: Duration,
+    /// A replicated stream's leader: where the chunks it writes go, for its replicas.
+    pub ship: Option<mpsc::UnboundedSender<Vec<brook_log::Shipped>>>,
 }
 
 /// Everything a writer task owns; moved to the blocking thread and back.
@@ -334,7 +336,12 @@ async fn finish(task: Task, stop: Command) {
 }
 
 /// Sends replies to their connections and tells readers and watchers what changed.
-fn route(outcome: Outcome, links: &Links) {
+fn route(mut outcome: Outcome, links: &Links) {
+    if let Some(ship) = &links.ship
+        && !outcome.shipped.is_empty()
+    {
+        let _ = ship.send(std::mem::take(&mut outcome.shipped));
+    }
     if let Some(took) = outcome.synced_in {
         links.totals.fsync_seconds.observe(took.as_secs_f64());
     }

@@ -7,6 +7,7 @@ use brook_log::{Log, LogError, UserChunk};
 use tokio::sync::oneshot;
 
 use super::core::{AppendFailure, ChunkSink, Core, Reply, Step};
+use super::quorum::Quorum;
 use super::{Command, Tracked};
 
 /// The log as the core's sink.
@@ -44,6 +45,8 @@ pub(crate) struct Outcome {
     pub sync_at: Option<Instant>,
     /// How long this step's fdatasync took, if it synced.
     pub synced_in: Option<std::time::Duration>,
+    /// Replicated: chunks written (and durable here) to send to the replicas.
+    pub shipped: Vec<brook_log::Shipped>,
 }
 
 impl Outcome {
@@ -52,6 +55,7 @@ impl Outcome {
         self.replies.extend(later.replies);
         self.committed = later.committed.or(self.committed);
         self.fence = later.fence;
+        self.shipped.extend(later.shipped);
     }
 }
 
@@ -60,11 +64,31 @@ impl Outcome {
 pub(crate) struct StreamWriter {
     log: Log,
     core: Core,
+    /// Replicated: who holds what; commits wait for a majority.
+    quorum: Option<Quorum>,
 }
 
 impl StreamWriter {
     pub(crate) fn new(log: Log, core: Core) -> Self {
-        Self { log, core }
+        Self {
+            log,
+            core,
+            quorum: None,
+        }
+    }
+
+    /// A replicated stream's leader for `epoch`, among `members` (itself included).
+    pub(crate) fn leader(mut log: Log, core: Core, epoch: u64, members: usize) -> Self {
+        let start = log.next_offset();
+        log.set_epoch(epoch);
+        log.replicate(true);
+        // What the log holds at election is the longest tail of a majority, as osiris's new
+        // writer takes it: readers already see it (the log opened with it).
+        Self {
+            log,
+            core,
+            quorum: Some(Quorum::new(members, start)),
+        }
     }
 
     /// Whether handling a batch now could block for milliseconds: an fsync or a segment roll
@@ -100,6 +124,14 @@ impl StreamWriter {
                     sequences.push((reply, seq.unwrap_or(0)));
                 }
                 Command::Tracking { reply } => tracking_replies.push(reply),
+                Command::Acked { node, end } => {
+                    if let Some(q) = &mut self.quorum {
+                        q.ack(node, end);
+                    }
+                }
+                Command::Replicate { reply, .. } => {
+                    let _ = reply.send(Err("this node leads the stream".into()));
+                }
                 Command::Shutdown { .. } | Command::Delete { .. } => {}
             }
         }
@@ -177,6 +209,14 @@ impl StreamWriter {
             step = self.core.synced(result.is_ok(), now);
         }
         match step {
+            Step::Commit if self.quorum.is_some() => {
+                let end = self.log.next_offset();
+                self.core.park(end);
+                outcome.shipped = self.log.take_shipped();
+                if let Some(q) = &mut self.quorum {
+                    q.local(end);
+                }
+            }
             Step::Commit => {
                 self.log.commit();
                 self.core.commit();
@@ -185,9 +225,24 @@ impl StreamWriter {
             Step::SyncAt(at) => outcome.sync_at = Some(at),
             Step::Idle | Step::Sync => {}
         }
+        self.release_majority(&mut outcome);
         outcome.replies = self.core.take_replies();
         outcome.fence = self.core.fence();
         outcome
+    }
+
+    /// Replicated: publishes and confirms what a majority now holds.
+    fn release_majority(&mut self, outcome: &mut Outcome) {
+        let Some(q) = &mut self.quorum else {
+            return;
+        };
+        let committed = q.committed();
+        if committed > q.published {
+            q.published = committed;
+            self.log.commit_to(committed);
+            self.core.release(committed);
+            outcome.committed = Some(committed);
+        }
     }
 
     /// Applies retention (`now_ms`: wall clock, as chunk timestamps are).

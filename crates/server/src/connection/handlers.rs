@@ -6,6 +6,7 @@ use super::reader::ReadSocket;
 use super::{ConnError, Connection, Flow};
 use crate::handshake::{Login, authenticate};
 use brook_auth::Perm;
+use brook_broker::cluster::{Endpoint, Members};
 use brook_broker::{Charge, Error, Outgoing, Session, stream_name};
 use brook_protocol::{
     BrokerEndpoint, CommandVersion, CreditResponse, ExchangeCommandVersions,
@@ -425,47 +426,77 @@ impl<R: ReadSocket> Connection<R> {
         names: Vec<String>,
     ) -> MetadataResponse {
         let mut streams: Vec<StreamMetadata> = Vec::with_capacity(names.len());
-        let mut any = false;
+        let mut brokers: Vec<BrokerEndpoint> = Vec::new();
         for name in names {
             if streams.iter().any(|s| s.stream == name) {
                 continue;
             }
             let allowed = self.allowed(Perm::Read, &name) || self.allowed(Perm::Write, &name);
             let found = if allowed {
-                session.metadata(&name)
+                self.locate(session, &name)
             } else {
                 Err(Error::AccessRefused(name.clone()))
             };
-            let (code, leader) = match found {
-                Ok(()) => {
-                    any = true;
-                    (ResponseCode::OK, 0)
+            let (code, leader, replicas) = match found {
+                Ok(members) => {
+                    let leader = reference(&mut brokers, members.leader);
+                    let replicas = members
+                        .replicas
+                        .into_iter()
+                        .map(|r| reference(&mut brokers, r))
+                        .collect();
+                    (ResponseCode::OK, leader, replicas)
                 }
-                Err(e) => (e.code(), 0xffff),
+                Err(e) => (e.code(), 0xffff, vec![]),
             };
             streams.push(StreamMetadata {
                 stream: name,
                 code,
                 leader,
-                replicas: vec![],
+                replicas,
             });
         }
-        // The broker list holds the nodes hosting the requested streams: this one, if any.
-        let brokers = if any {
-            vec![BrokerEndpoint {
-                reference: 0,
-                host: self.handshake.advertised_host.clone(),
-                port: u32::from(self.ctx.advertised_port),
-            }]
-        } else {
-            vec![]
-        };
         MetadataResponse {
             correlation_id,
             brokers,
             streams,
         }
     }
+
+    /// Where a stream lives: in a cluster, its leader and replicas as the metadata group
+    /// places them; otherwise this node.
+    fn locate(&self, session: &mut Session, name: &str) -> Result<Members, Error> {
+        let local = session.metadata(name);
+        let id = brook_broker::StreamId::new(self.handshake.vhost.clone(), name);
+        if let Some(members) = self.ctx.broker.members(&id) {
+            return Ok(members);
+        }
+        local.map(|()| Members {
+            leader: Endpoint {
+                host: self.handshake.advertised_host.clone(),
+                port: self.ctx.advertised_port,
+            },
+            replicas: vec![],
+        })
+    }
+}
+
+/// The reference of `endpoint` in the Metadata response's broker list (added if new).
+fn reference(brokers: &mut Vec<BrokerEndpoint>, endpoint: Endpoint) -> u16 {
+    let port = u32::from(endpoint.port);
+    if let Some(i) = brokers
+        .iter()
+        .position(|b| b.host == endpoint.host && b.port == port)
+    {
+        return brokers[i].reference;
+    }
+    let reference = u16::try_from(brokers.len()).unwrap_or(u16::MAX);
+    brokers.push(BrokerEndpoint {
+        reference,
+        host: endpoint.host,
+        port,
+    });
+    reference
 }
 
 fn stream_stats(correlation_id: u32, r: Result<brook_log::LogStats, Error>) -> StreamStatsResponse {

@@ -1,0 +1,156 @@
+//! The broker's view of the cluster ([`ClusterHooks`]): stream creation and deletion go
+//! through the metadata group, `Metadata` answers come from it, and offsets stored on a
+//! replica go to the leader.
+
+use std::sync::Arc;
+
+use brook_broker::cluster::{BoxFuture, ClusterHooks, Endpoint, Members};
+use brook_broker::{Error, StreamId};
+
+use crate::metadata::{Applied, Command, Locator, MetadataError, StreamKey};
+use crate::network::{CALL_TIMEOUT, Peer, Request};
+use crate::node::Cluster;
+
+#[derive(Debug)]
+pub(crate) struct Hooks {
+    pub cluster: Arc<Cluster>,
+}
+
+fn key(id: &StreamId) -> StreamKey {
+    StreamKey {
+        vhost: id.vhost.clone(),
+        name: id.name.clone(),
+    }
+}
+
+/// `x-initial-cluster-size` and `x-queue-leader-locator`, as RabbitMQ reads them.
+fn placement(arguments: &[(String, String)]) -> Result<(Option<usize>, Locator), Error> {
+    let mut size = None;
+    let mut locator = Locator::ClientLocal;
+    for (k, v) in arguments {
+        match k.as_str() {
+            "initial-cluster-size" | "x-initial-cluster-size" => {
+                let n: usize = v.parse().map_err(|_| {
+                    Error::PreconditionFailed(format!("invalid initial-cluster-size {v:?}"))
+                })?;
+                size = Some(n.max(1));
+            }
+            "queue-leader-locator" | "x-queue-leader-locator" => {
+                locator = match v.as_str() {
+                    "client-local" => Locator::ClientLocal,
+                    "balanced" | "least-leaders" | "random" => Locator::Balanced,
+                    other => {
+                        return Err(Error::PreconditionFailed(format!(
+                            "invalid queue-leader-locator {other:?}"
+                        )));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((size, locator))
+}
+
+fn endpoint(addr: &str) -> Option<Endpoint> {
+    let (host, port) = addr.rsplit_once(':')?;
+    Some(Endpoint {
+        host: host.to_owned(),
+        port: port.parse().ok()?,
+    })
+}
+
+impl Hooks {
+    async fn apply(&self, id: &StreamId, command: Command) -> Result<(), Error> {
+        let unavailable = |reason: String| Error::StreamNotAvailable(id.name.clone(), reason);
+        let applied = self
+            .cluster
+            .propose(command)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        match applied {
+            Ok(Applied::StreamCreated { .. } | Applied::StreamDeleted(_)) => {}
+            Ok(_) => {}
+            Err(MetadataError::StreamExists(_)) => {
+                return Err(Error::StreamAlreadyExists(id.name.clone()));
+            }
+            Err(MetadataError::UnknownStream(_)) => {
+                return Err(Error::StreamDoesNotExist(id.name.clone()));
+            }
+            Err(e) => return Err(unavailable(e.to_string())),
+        }
+        // This node acts on it before answering, so what the client does next finds it.
+        crate::streams::reconcile(&self.cluster).await;
+        Ok(())
+    }
+}
+
+impl ClusterHooks for Hooks {
+    fn create(
+        &self,
+        id: StreamId,
+        arguments: Vec<(String, String)>,
+    ) -> BoxFuture<Result<(), Error>> {
+        let hooks = Hooks {
+            cluster: self.cluster.clone(),
+        };
+        Box::pin(async move {
+            let (size, locator) = placement(&arguments)?;
+            let command = Command::CreateStream {
+                key: key(&id),
+                arguments,
+                size,
+                locator,
+                declared_on: hooks.cluster.id(),
+            };
+            hooks.apply(&id, command).await
+        })
+    }
+
+    fn delete(&self, id: StreamId) -> BoxFuture<Result<(), Error>> {
+        let hooks = Hooks {
+            cluster: self.cluster.clone(),
+        };
+        Box::pin(async move {
+            let command = Command::DeleteStream { key: key(&id) };
+            hooks.apply(&id, command).await
+        })
+    }
+
+    fn members(&self, id: &StreamId) -> Option<Members> {
+        let metadata = self.cluster.metadata();
+        let stream = metadata.streams.get(&key(id))?;
+        let at = |node| metadata.nodes.get(node).and_then(|n| endpoint(&n.addr));
+        Some(Members {
+            leader: at(&stream.leader)?,
+            replicas: stream
+                .members
+                .keys()
+                .filter(|n| **n != stream.leader)
+                .filter_map(at)
+                .collect(),
+        })
+    }
+
+    fn store_offset(&self, id: &StreamId, reference: &str, offset: u64) {
+        let metadata = self.cluster.metadata();
+        let Some(stream) = metadata.streams.get(&key(id)) else {
+            return;
+        };
+        let Some(addr) = self.cluster.members().get(&stream.leader).cloned() else {
+            return;
+        };
+        let request = Request::StoreOffset {
+            vhost: id.vhost.clone(),
+            name: id.name.clone(),
+            reference: reference.to_owned(),
+            offset,
+        };
+        let stream_id = id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = Peer::new(addr).call(&request, CALL_TIMEOUT).await {
+                tracing::warn!(stream = %stream_id, "storing an offset on the leader: {e}");
+            }
+        });
+    }
+}

@@ -1,0 +1,312 @@
+//! The replication link: a leader pushes each stream's chunks to each replica, as osiris's
+//! replica reader does, and replicas acknowledge what they hold durably.
+//!
+//! One connection per (stream, replica), opened by the leader to the replica's cluster port:
+//! a JSON `Replicate` request (stream, epoch, leader) answered with the replica's log end,
+//! then binary frames. Leader → replica: `[u32 len][u64 commit][u32 count]` and per chunk
+//! `[u8 opens a segment][u32 len][the chunk's stored bytes]`. Replica → leader: `[u64 end]`,
+//! its durable end after each frame. The leader sends committed chunks from its log (a
+//! replica catching up) and newer ones from memory ([`Backlog`]), without waiting for acks.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use brook_broker::{Broker, Role, StreamId};
+use brook_log::{LogReader, Seek, Shipped};
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufStream};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::metadata::{NodeId, StreamKey};
+use crate::network::{Reply, Request, read_frame, write_frame};
+use crate::node::Cluster;
+
+/// A frame carries about this much chunk data at most.
+const MAX_BATCH_BYTES: usize = 1 << 20;
+/// A replica refuses frames larger than this (a chunk is at most a few MiB).
+const MAX_FRAME: u32 = 64 << 20;
+const RECONNECT_AFTER: Duration = Duration::from_millis(200);
+
+/// A leader's chunks not yet committed, for replicas that are at the end; committed ones are
+/// read from the log.
+#[derive(Debug)]
+pub(crate) struct Backlog {
+    chunks: Mutex<VecDeque<Shipped>>,
+    /// The end of the last chunk pushed: feeds wait on it.
+    end: watch::Sender<u64>,
+}
+
+impl Backlog {
+    pub(crate) fn new(end: u64) -> Arc<Backlog> {
+        Arc::new(Backlog {
+            chunks: Mutex::new(VecDeque::new()),
+            end: watch::channel(end).0,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Shipped>> {
+        self.chunks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn push(&self, batch: Vec<Shipped>) {
+        let Some(end) = batch.last().map(|s| s.chunk.header.next_offset()) else {
+            return;
+        };
+        self.lock().extend(batch);
+        self.end.send_replace(end);
+    }
+
+    /// Drops what every reader can now read from the log.
+    pub(crate) fn trim(&self, committed: u64) {
+        let mut chunks = self.lock();
+        while chunks
+            .front()
+            .is_some_and(|s| s.chunk.header.next_offset() <= committed)
+        {
+            chunks.pop_front();
+        }
+    }
+
+    /// Chunks from `next` on, about `max_bytes`.
+    fn read(&self, next: u64, out: &mut Vec<Shipped>) {
+        let chunks = self.lock();
+        let mut bytes = 0;
+        for s in chunks.iter().filter(|s| s.chunk.header.chunk_id >= next) {
+            if bytes >= MAX_BATCH_BYTES {
+                break;
+            }
+            bytes += s.chunk.raw_len();
+            out.push(s.clone());
+        }
+    }
+}
+
+/// What a leader's feed to one replica needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Feed {
+    pub broker: Broker,
+    pub id: StreamId,
+    pub epoch: u64,
+    pub leader: NodeId,
+    pub replica: NodeId,
+    pub addr: String,
+    pub backlog: Arc<Backlog>,
+    pub reader: LogReader,
+    pub committed: watch::Receiver<u64>,
+}
+
+impl Feed {
+    /// Feeds the replica until the task is aborted, reconnecting after failures.
+    pub(crate) async fn run(self) {
+        loop {
+            if let Err(e) = self.once().await {
+                tracing::debug!(stream = %self.id, replica = self.replica, "replication link: {e}");
+            }
+            tokio::time::sleep(RECONNECT_AFTER).await;
+        }
+    }
+
+    async fn once(&self) -> io::Result<()> {
+        let stream = TcpStream::connect(&self.addr).await?;
+        stream.set_nodelay(true)?;
+        let mut conn = BufStream::new(stream);
+        let request = Request::Replicate {
+            vhost: self.id.vhost.clone(),
+            name: self.id.name.clone(),
+            epoch: self.epoch,
+            leader: self.leader,
+        };
+        write_frame(&mut conn, &request).await?;
+        let next = match read_frame(&mut conn).await? {
+            Some(Reply::Replicate(Ok(next))) => next,
+            Some(Reply::Replicate(Err(e))) => return Err(io::Error::other(e)),
+            _ => return Err(io::Error::other("unexpected reply to Replicate")),
+        };
+        self.broker.acked(&self.id, self.replica, next);
+        let (mut rd, mut wr) = tokio::io::split(conn);
+        let acks = async {
+            loop {
+                let mut end = [0; 8];
+                rd.read_exact(&mut end).await?;
+                self.broker
+                    .acked(&self.id, self.replica, u64::from_be_bytes(end));
+            }
+        };
+        tokio::select! {
+            r = acks => r,
+            r = self.send(&mut wr, next) => r,
+        }
+    }
+
+    async fn send(&self, wr: &mut (impl AsyncWriteExt + Unpin), mut next: u64) -> io::Result<()> {
+        let mut committed = self.committed.clone();
+        let mut end = self.backlog.end.subscribe();
+        let mut sent_commit = None;
+        let mut cursor: Option<brook_log::Cursor> = None;
+        let mut frame = Vec::new();
+        loop {
+            committed.borrow_and_update();
+            end.borrow_and_update();
+            let commit = *committed.borrow();
+            let mut chunks = Vec::new();
+            if next < commit {
+                let c = match &mut cursor {
+                    Some(c) if c.next_chunk_id() == next => c,
+                    _ => cursor.insert(
+                        self.reader
+                            .cursor(Seek::Offset(next))
+                            .map_err(io::Error::other)?,
+                    ),
+                };
+                c.read_shipped(MAX_BATCH_BYTES, &mut chunks)
+                    .map_err(io::Error::other)?;
+            }
+            if chunks.is_empty() {
+                self.backlog.read(next, &mut chunks);
+            }
+            if chunks.is_empty() && sent_commit == Some(commit) {
+                tokio::select! {
+                    r = committed.changed() => r.map_err(io::Error::other)?,
+                    r = end.changed() => r.map_err(io::Error::other)?,
+                }
+                continue;
+            }
+            if let Some(last) = chunks.last() {
+                next = last.chunk.header.next_offset();
+            }
+            encode(commit, &chunks, &mut frame)?;
+            wr.write_all(&frame).await?;
+            wr.flush().await?;
+            sent_commit = Some(commit);
+        }
+    }
+}
+
+fn encode(commit: u64, chunks: &[Shipped], out: &mut Vec<u8>) -> io::Result<()> {
+    out.clear();
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&commit.to_be_bytes());
+    let count = u32::try_from(chunks.len()).map_err(io::Error::other)?;
+    out.extend_from_slice(&count.to_be_bytes());
+    for s in chunks {
+        let raw = s.chunk.raw();
+        out.push(u8::from(s.starts_segment));
+        let len = u32::try_from(raw.len()).map_err(io::Error::other)?;
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&raw);
+    }
+    let len = u32::try_from(out.len() - 4).map_err(io::Error::other)?;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// One frame from the leader: its commit and its chunks.
+async fn decode(rd: &mut (impl AsyncReadExt + Unpin)) -> io::Result<(u64, Vec<Shipped>)> {
+    let len = rd.read_u32().await?;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "frame too large",
+        ));
+    }
+    let mut frame = vec![0; len as usize];
+    rd.read_exact(&mut frame).await?;
+    let frame = Bytes::from(frame);
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed replication frame");
+    let commit = u64::from_be_bytes(
+        frame
+            .get(..8)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    );
+    let count = u32::from_be_bytes(
+        frame
+            .get(8..12)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    );
+    let mut at = 12usize;
+    let mut chunks = Vec::new();
+    for _ in 0..count {
+        let starts = *frame.get(at).ok_or_else(bad)? != 0;
+        let len_bytes = frame.get(at + 1..at + 5).ok_or_else(bad)?;
+        let len = u32::from_be_bytes(len_bytes.try_into().map_err(|_| bad())?) as usize;
+        let start = at + 5;
+        let end = start
+            .checked_add(len)
+            .filter(|e| *e <= frame.len())
+            .ok_or_else(bad)?;
+        let chunk = brook_log::ReadChunk::parse(frame.slice(start..end)).map_err(|_| bad())?;
+        chunks.push(Shipped {
+            chunk,
+            starts_segment: starts,
+        });
+        at = end;
+    }
+    Ok((commit, chunks))
+}
+
+/// A replica's side of a link the leader opened: checks the leader is the one the metadata
+/// names for this epoch (an old leader is refused: it is fenced), answers the log's end, then
+/// appends every frame and acknowledges it.
+pub(crate) async fn serve(
+    cluster: &Cluster,
+    mut conn: BufStream<TcpStream>,
+    key: StreamKey,
+    epoch: u64,
+    leader: NodeId,
+) -> io::Result<()> {
+    let id = StreamId::new(key.vhost.clone(), key.name.clone());
+    let accepted = accept(cluster, &key, &id, epoch, leader).await;
+    let refused = accepted.is_err();
+    write_frame(&mut conn, &Reply::Replicate(accepted.clone())).await?;
+    if refused {
+        return Ok(());
+    }
+    let Some(broker) = cluster.broker() else {
+        return Ok(());
+    };
+    loop {
+        let (commit, chunks) = decode(&mut conn).await?;
+        let end = broker
+            .replicate(&id, chunks, commit)
+            .await
+            .map_err(io::Error::other)?;
+        conn.write_all(&end.to_be_bytes()).await?;
+        conn.flush().await?;
+    }
+}
+
+async fn accept(
+    cluster: &Cluster,
+    key: &StreamKey,
+    id: &StreamId,
+    epoch: u64,
+    leader: NodeId,
+) -> Result<u64, String> {
+    let metadata = cluster.metadata();
+    let stream = metadata.streams.get(key).ok_or("unknown stream")?;
+    if stream.epoch != epoch || stream.leader != leader {
+        return Err(format!(
+            "leader {leader} of epoch {epoch} is not the current one (leader {} of epoch {})",
+            stream.leader, stream.epoch
+        ));
+    }
+    if !stream.members.contains_key(&cluster.id()) || leader == cluster.id() {
+        return Err("not a replica of this stream".into());
+    }
+    let broker = cluster.broker().ok_or("the broker is not running")?;
+    broker
+        .host(id, &stream.arguments, Role::Replica)
+        .await
+        .map_err(|e| e.to_string())?;
+    broker
+        .replicate(id, Vec::new(), 0)
+        .await
+        .map_err(|e| e.to_string())
+}
