@@ -269,3 +269,155 @@ async fn a_replicated_stream_confirms_on_a_majority_and_serves_consumers_on_repl
         .unwrap();
     assert!(statuses.iter().all(|s| s.confirmed()));
 }
+
+/// The stream's leader (node id, from its name `brook-N@host`) and epoch, as `node` sees
+/// them.
+async fn stream_leader(http: SocketAddr, stream: &str) -> Option<(u64, u64)> {
+    let q = http::get(http, &format!("/api/queues/%2F/{stream}"), GUEST).await;
+    if q.status != 200 {
+        return None;
+    }
+    let q = q.json();
+    let name = q["leader"].as_str()?;
+    let id = name
+        .strip_prefix("brook-")?
+        .split('@')
+        .next()?
+        .parse()
+        .ok()?;
+    Some((id, q["brook"]["epoch"].as_u64()?))
+}
+
+/// Rounds of publishing with the official client, then kill -9 of the stream's leader: a
+/// replica must take over with every confirmed message, and nothing may be read twice or out
+/// of order. `BROOK_CLUSTER_ROUNDS` sets the rounds (default 20).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_loses_no_confirmed_message() {
+    use brook_harness::history::{Event, MessageId, check};
+    let rounds: u64 = std::env::var("BROOK_CLUSTER_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
+    let dir = tempfile::tempdir().unwrap();
+    let (ports, mut brooks) = three_nodes(dir.path()).await;
+    let alive = |brooks: &[Option<Brook>]| brooks.iter().position(Option::is_some).unwrap();
+    let first = brooks[0].as_ref().unwrap();
+    env(first.addr.port())
+        .await
+        .stream_creator()
+        .create("failover")
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    let mut failovers = Vec::new();
+    let mut seq = 0u64;
+    for round in 0..rounds {
+        let node = brooks[alive(&brooks)].as_ref().unwrap();
+        let (http, port) = (node.http_addr(), node.addr.port());
+        let (leader, epoch) = stream_leader(http, "failover").await.unwrap();
+        // Publish through whichever node is up; the client finds the leader with Metadata,
+        // and retries while a new leader takes over (as applications do).
+        let env = env(port).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut producer = loop {
+            match env.producer().name("harness").build("failover").await {
+                Ok(p) => break p,
+                Err(e) => assert!(
+                    Instant::now() < deadline,
+                    "round {round}: {e:?}\n{}",
+                    logs(&brooks)
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let batch = messages(seq, seq + 100);
+        let statuses = tokio::time::timeout(
+            Duration::from_secs(20),
+            producer.batch_send_with_confirm(batch),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: no confirms\n{}", logs(&brooks)))
+        .unwrap();
+        for (i, s) in statuses.iter().enumerate() {
+            if s.confirmed() {
+                events.push(Event::Confirmed {
+                    message: MessageId {
+                        producer: "harness".into(),
+                        seq: seq + i as u64,
+                    },
+                    leader: leader.to_string(),
+                    epoch,
+                });
+            }
+        }
+        seq += 100;
+        producer.close().await.unwrap();
+
+        // kill -9 the leader; the other two elect one of themselves.
+        brooks[(leader - 1) as usize].take().unwrap().kill();
+        let killed = Instant::now();
+        let survivor = brooks[alive(&brooks)].as_ref().unwrap().http_addr();
+        loop {
+            if let Some((now, e)) = stream_leader(survivor, "failover").await
+                && now != leader
+                && e > epoch
+            {
+                break;
+            }
+            assert!(
+                killed.elapsed() < Duration::from_secs(30),
+                "round {round}: no new leader\n{}",
+                logs(&brooks)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        failovers.push(killed.elapsed());
+        brooks[(leader - 1) as usize] = Some(start_node(leader, &ports, dir.path()));
+    }
+    failovers.sort();
+    println!(
+        "stream failover after kill -9 over {rounds} rounds: median {:?}, max {:?}",
+        failovers[failovers.len() / 2],
+        failovers.last().unwrap()
+    );
+
+    // Every confirmed message, once and in order, on the current leader.
+    let node = brooks[alive(&brooks)].as_ref().unwrap();
+    let env = env(node.addr.port()).await;
+    // A restarted node announces its new stream port shortly after it starts: retry.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut consumer = loop {
+        match env
+            .consumer()
+            .offset(OffsetSpecification::First)
+            .build("failover")
+            .await
+        {
+            Ok(c) => break c,
+            Err(e) => assert!(Instant::now() < deadline, "{e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let reader = format!("consumer on {}", node.addr);
+    while let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(3), consumer.next()).await {
+        let d = d.unwrap();
+        let body = std::str::from_utf8(d.message().data().unwrap()).unwrap();
+        events.push(Event::Read {
+            node: reader.clone(),
+            offset: d.offset(),
+            message: MessageId {
+                producer: "harness".into(),
+                seq: body.parse().unwrap(),
+            },
+        });
+    }
+    consumer.handle().close().await.unwrap();
+    let confirmed = events
+        .iter()
+        .filter(|e| matches!(e, Event::Confirmed { .. }))
+        .count();
+    // Each round publishes while a majority is up: everything is confirmed.
+    assert_eq!(confirmed as u64, rounds * 100);
+    let violations = check(&events, &[&reader]);
+    assert!(violations.is_empty(), "{violations:#?}");
+}

@@ -88,6 +88,14 @@ impl Broker {
                 if stream.send(Command::Shutdown { reply }).is_ok() {
                     let _ = done.await;
                 }
+                // Its publishers and consumers go, and their clients hear MetadataUpdate
+                // STREAM_NOT_AVAILABLE, as when a RabbitMQ stream changes leader; they ask
+                // Metadata again and reconnect.
+                stream
+                    .state
+                    .notify_all(&crate::outgoing::ControlEvent::StreamDeleted(
+                        id.name.clone(),
+                    ));
                 dir
             }
             Some(Err(Some(dir))) => dir,
@@ -155,6 +163,30 @@ impl Broker {
         answer
             .await
             .map_err(|_| unavailable("replica stopped".into()))?
+            .map_err(unavailable)
+    }
+
+    /// The last chunk (id, epoch) of a stream hosted here.
+    pub async fn tail(&self, id: &StreamId) -> Result<Option<(u64, u64)>, Error> {
+        let stream = self.stream(id)?;
+        let (reply, answer) = oneshot::channel();
+        stream.send(Command::Tail { reply })?;
+        let unavailable = |reason: String| Error::StreamNotAvailable(id.name.clone(), reason);
+        answer
+            .await
+            .map_err(|_| unavailable("stopped".into()))?
+            .map_err(unavailable)
+    }
+
+    /// A replica cuts its log back to end at `to`; returns its new end.
+    pub async fn truncate(&self, id: &StreamId, to: u64) -> Result<u64, Error> {
+        let stream = self.stream(id)?;
+        let (reply, answer) = oneshot::channel();
+        stream.send(Command::Truncate { to, reply })?;
+        let unavailable = |reason: String| Error::StreamNotAvailable(id.name.clone(), reason);
+        answer
+            .await
+            .map_err(|_| unavailable("stopped".into()))?
             .map_err(unavailable)
     }
 

@@ -46,6 +46,15 @@ pub(crate) enum Request {
         epoch: u64,
         leader: NodeId,
     },
+    /// A leader found that a replica's last chunk is not in its log: the replica cuts its
+    /// log back to end at `to` (then the leader opens a link again).
+    Truncate {
+        vhost: String,
+        name: String,
+        epoch: u64,
+        leader: NodeId,
+        to: u64,
+    },
     /// A consumer on a replica stored an offset; the leader writes it.
     StoreOffset {
         vhost: String,
@@ -86,8 +95,8 @@ pub(crate) enum Reply {
     /// The answer and the log index it applied at.
     Propose(Result<(Response, u64), ProposeError>),
     Status(PeerStatus),
-    /// The replica's log end, or why it refuses the leader.
-    Replicate(Result<u64, String>),
+    /// The replica's log end and last chunk (id, epoch), or why it refuses the leader.
+    Replicate(Result<(u64, Option<(u64, u64)>), String>),
     Done,
 }
 

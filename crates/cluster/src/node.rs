@@ -17,7 +17,7 @@ use brook_broker::Broker;
 
 use crate::hooks::Hooks;
 use crate::log_store::{LogOpenError, LogStore};
-use crate::metadata::{Applied, Command, Metadata, MetadataError, NodeId, NodeInfo};
+use crate::metadata::{Applied, Command, Metadata, MetadataError, NodeId, NodeInfo, StreamKey};
 use crate::network::{CALL_TIMEOUT, Network, Peer, PeerStatus, ProposeError, Reply, Request};
 use crate::raft::{Raft, Response};
 use crate::state_machine::StateMachine;
@@ -68,6 +68,8 @@ pub struct Cluster {
     /// The broker whose streams this node hosts ([`Cluster::attach`]).
     broker: std::sync::OnceLock<Broker>,
     feeds: tokio::sync::Mutex<Feeds>,
+    /// When each stream's leader (of which epoch) last reached this replica.
+    contacts: std::sync::Mutex<std::collections::HashMap<StreamKey, (u64, Instant)>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -138,6 +140,7 @@ impl Cluster {
             server: std::sync::Mutex::new(None),
             broker: std::sync::OnceLock::new(),
             feeds: Default::default(),
+            contacts: Default::default(),
         });
         let server = tokio::spawn(crate::server::serve(listener, cluster.clone()));
         *cluster.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
@@ -187,6 +190,31 @@ impl Cluster {
             cluster: self.clone(),
         }));
         tokio::spawn(crate::streams::watch(self.clone()));
+        tokio::spawn(crate::failover::watch(self.clone()));
+    }
+
+    fn contacts(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<StreamKey, (u64, Instant)>> {
+        self.contacts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The leader of `epoch` reached this replica now.
+    pub(crate) fn heard_from_leader(&self, key: &StreamKey, epoch: u64) {
+        self.contacts().insert(key.clone(), (epoch, Instant::now()));
+    }
+
+    /// How long the leader of `epoch` has been silent (counted from the first question for
+    /// an epoch not heard from yet).
+    pub(crate) fn silence(&self, key: &StreamKey, epoch: u64) -> Duration {
+        let mut contacts = self.contacts();
+        let entry = contacts
+            .entry(key.clone())
+            .or_insert((epoch, Instant::now()));
+        if entry.0 != epoch {
+            *entry = (epoch, Instant::now());
+        }
+        entry.1.elapsed()
     }
 
     pub(crate) fn broker(&self) -> Option<&Broker> {

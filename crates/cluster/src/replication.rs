@@ -29,6 +29,9 @@ const MAX_BATCH_BYTES: usize = 1 << 20;
 /// A replica refuses frames larger than this (a chunk is at most a few MiB).
 const MAX_FRAME: u32 = 64 << 20;
 const RECONNECT_AFTER: Duration = Duration::from_millis(200);
+/// An idle link carries an empty frame this often, so replicas can tell a quiet leader from a
+/// dead one (`failover.rs`).
+pub(crate) const HEARTBEAT: Duration = Duration::from_millis(250);
 
 /// A leader's chunks not yet committed, for replicas that are at the end; committed ones are
 /// read from the log.
@@ -120,11 +123,16 @@ impl Feed {
             leader: self.leader,
         };
         write_frame(&mut conn, &request).await?;
-        let next = match read_frame(&mut conn).await? {
-            Some(Reply::Replicate(Ok(next))) => next,
+        let (next, last) = match read_frame(&mut conn).await? {
+            Some(Reply::Replicate(Ok(tail))) => tail,
             Some(Reply::Replicate(Err(e))) => return Err(io::Error::other(e)),
             _ => return Err(io::Error::other("unexpected reply to Replicate")),
         };
+        if let Some((chunk_id, epoch)) = last
+            && !self.holds(chunk_id, epoch)?
+        {
+            return self.cut_back(chunk_id).await;
+        }
         self.broker.acked(&self.id, self.replica, next);
         let (mut rd, mut wr) = tokio::io::split(conn);
         let acks = async {
@@ -138,6 +146,46 @@ impl Feed {
         tokio::select! {
             r = acks => r,
             r = self.send(&mut wr, next) => r,
+        }
+    }
+
+    /// Whether this leader's log has chunk `chunk_id` from `epoch` (log matching: two logs
+    /// that hold the same chunk of the same epoch hold the same chunks before it).
+    fn holds(&self, chunk_id: u64, epoch: u64) -> io::Result<bool> {
+        let committed = *self.committed.borrow();
+        let found = if chunk_id < committed {
+            let mut cursor = self
+                .reader
+                .cursor(Seek::Offset(chunk_id))
+                .map_err(io::Error::other)?;
+            let mut chunks = Vec::new();
+            cursor.read(1, &mut chunks).map_err(io::Error::other)?;
+            chunks.into_iter().next().map(|c| c.header)
+        } else {
+            let mut chunks = Vec::new();
+            self.backlog.read(chunk_id, &mut chunks);
+            chunks.into_iter().next().map(|s| s.chunk.header)
+        };
+        Ok(found.is_some_and(|h| h.chunk_id == chunk_id && h.epoch == epoch))
+    }
+
+    /// The replica's last chunk is not this leader's: it never reached a majority. The
+    /// replica drops it; the next attempt compares the chunk before.
+    async fn cut_back(&self, to: u64) -> io::Result<()> {
+        let stream = TcpStream::connect(&self.addr).await?;
+        let mut conn = BufStream::new(stream);
+        let request = Request::Truncate {
+            vhost: self.id.vhost.clone(),
+            name: self.id.name.clone(),
+            epoch: self.epoch,
+            leader: self.leader,
+            to,
+        };
+        write_frame(&mut conn, &request).await?;
+        match read_frame(&mut conn).await? {
+            Some(Reply::Replicate(Ok(_))) => Ok(()),
+            Some(Reply::Replicate(Err(e))) => Err(io::Error::other(e)),
+            _ => Err(io::Error::other("unexpected reply to Truncate")),
         }
     }
 
@@ -171,6 +219,8 @@ impl Feed {
                 tokio::select! {
                     r = committed.changed() => r.map_err(io::Error::other)?,
                     r = end.changed() => r.map_err(io::Error::other)?,
+                    // Nothing new: an empty frame says the leader is alive.
+                    () = tokio::time::sleep(HEARTBEAT) => sent_commit = None,
                 }
                 continue;
             }
@@ -273,6 +323,7 @@ pub(crate) async fn serve(
     };
     loop {
         let (commit, chunks) = decode(&mut conn).await?;
+        cluster.heard_from_leader(&key, epoch);
         let end = broker
             .replicate(&id, chunks, commit)
             .await
@@ -282,13 +333,49 @@ pub(crate) async fn serve(
     }
 }
 
+/// The tail the replica answers a leader with: its end, and its last chunk's id and epoch.
+type ReplicaTail = (u64, Option<(u64, u64)>);
+
 async fn accept(
     cluster: &Cluster,
     key: &StreamKey,
     id: &StreamId,
     epoch: u64,
     leader: NodeId,
-) -> Result<u64, String> {
+) -> Result<ReplicaTail, String> {
+    let broker = current_leader(cluster, key, id, epoch, leader).await?;
+    cluster.heard_from_leader(key, epoch);
+    let end = broker
+        .replicate(id, Vec::new(), 0)
+        .await
+        .map_err(|e| e.to_string())?;
+    let last = broker.tail(id).await.map_err(|e| e.to_string())?;
+    Ok((end, last))
+}
+
+/// A leader asks this replica to cut its log back to end at `to`.
+pub(crate) async fn truncate(
+    cluster: &Cluster,
+    key: &StreamKey,
+    epoch: u64,
+    leader: NodeId,
+    to: u64,
+) -> Result<ReplicaTail, String> {
+    let id = StreamId::new(key.vhost.clone(), key.name.clone());
+    let broker = current_leader(cluster, key, &id, epoch, leader).await?;
+    let end = broker.truncate(&id, to).await.map_err(|e| e.to_string())?;
+    Ok((end, None))
+}
+
+/// Checks that `leader` leads `epoch` as the metadata says and that this node is a replica;
+/// hosts the stream as one.
+async fn current_leader<'a>(
+    cluster: &'a Cluster,
+    key: &StreamKey,
+    id: &StreamId,
+    epoch: u64,
+    leader: NodeId,
+) -> Result<&'a Broker, String> {
     let metadata = cluster.metadata();
     let stream = metadata.streams.get(key).ok_or("unknown stream")?;
     if stream.epoch != epoch || stream.leader != leader {
@@ -305,8 +392,5 @@ async fn accept(
         .host(id, &stream.arguments, Role::Replica)
         .await
         .map_err(|e| e.to_string())?;
-    broker
-        .replicate(id, Vec::new(), 0)
-        .await
-        .map_err(|e| e.to_string())
+    Ok(broker)
 }

@@ -80,6 +80,16 @@ async fn answer(cluster: &Cluster, request: Request) -> Reply {
             }
             Reply::Done
         }
+        Request::Truncate {
+            vhost,
+            name,
+            epoch,
+            leader,
+            to,
+        } => {
+            let key = crate::StreamKey { vhost, name };
+            Reply::Replicate(crate::replication::truncate(cluster, &key, epoch, leader, to).await)
+        }
         // Handled by `connection`, which hands the connection over.
         Request::Replicate { .. } => Reply::Done,
     }

@@ -18,7 +18,9 @@ use brook_protocol::chunk::{self, ChunkHeader, ChunkType, HEADER_LEN};
 use bytes::Bytes;
 
 use crate::error::{LogError, Result};
-use crate::format::{IndexRecord, index_path, segment_path};
+use crate::format::{
+    FILE_HEADER_LEN, INDEX_RECORD_LEN, IndexFile, IndexRecord, index_path, segment_path, sync_dir,
+};
 use crate::reader::{Position, ReadChunk, SegmentInfo};
 use crate::writer::{EPOCH, Log};
 
@@ -207,6 +209,48 @@ impl Log {
         Ok(header.chunk_id)
     }
 
+    /// The last chunk written (committed or not): its id and epoch. A member reports it when
+    /// it loses its leader; the longest such tail of a majority leads next.
+    pub fn tail(&self) -> Result<Option<(u64, u64)>> {
+        let Some(segment) = self.segments.iter().rev().find(|s| s.chunks > 0) else {
+            return Ok(None);
+        };
+        let index = IndexFile::open(
+            &*self.storage,
+            index_path(&self.dir, segment.first_chunk_id),
+        )?;
+        let record = index.record(segment.chunks - 1)?;
+        Ok(Some((record.chunk_id, record.epoch)))
+    }
+
+    /// Cuts the log back to end at `next_offset` (a chunk boundary), for a replica whose tail
+    /// the new leader does not have: chunks of an old epoch that never reached a majority, so
+    /// were never confirmed nor shown to readers. Returns the reopened log.
+    pub fn truncate(mut self, next_offset: u64) -> Result<Log> {
+        self.sync()?;
+        self.files = None;
+        let (storage, dir, config) = (self.storage.clone(), self.dir.clone(), self.config.clone());
+        let segments = std::mem::take(&mut self.segments);
+        drop(self);
+        for segment in segments.iter().rev() {
+            if segment.next_offset <= next_offset {
+                break;
+            }
+            if segment.first_chunk_id >= next_offset && segment.first_chunk_id > 0 {
+                for path in [
+                    index_path(&dir, segment.first_chunk_id),
+                    segment_path(&dir, segment.first_chunk_id),
+                ] {
+                    storage.remove_file(&path).map_err(LogError::io(&path))?;
+                }
+                continue;
+            }
+            cut(&*storage, &dir, segment, next_offset)?;
+        }
+        sync_dir(&*storage, &dir)?;
+        Log::open(storage, &dir, config).map(|(log, _)| log)
+    }
+
     fn bad_chunk(&self, position: u64, source: chunk::ChunkError) -> LogError {
         LogError::BadChunk {
             path: self.dir.clone(),
@@ -271,4 +315,41 @@ impl Log {
                 "replicated chunk has unreadable tracking data: {e}");
         }
     }
+}
+
+/// Cuts one segment and its index just before chunk `next_offset`.
+fn cut(
+    storage: &dyn brook_storage::Storage,
+    dir: &std::path::Path,
+    segment: &SegmentInfo,
+    next_offset: u64,
+) -> Result<()> {
+    let index_at = index_path(dir, segment.first_chunk_id);
+    let index = IndexFile::open(storage, index_at.clone())?;
+    let keep = index.partition_point(segment.chunks, |r| r.chunk_id < next_offset)?;
+    let position = if keep < segment.chunks {
+        let record = index.record(keep)?;
+        if record.chunk_id != next_offset {
+            return Err(LogError::OutOfSequence {
+                expected: next_offset,
+                got: record.chunk_id,
+            });
+        }
+        u64::from(record.position)
+    } else {
+        return Ok(());
+    };
+    drop(index);
+    let segment_at = segment_path(dir, segment.first_chunk_id);
+    for (path, len) in [
+        (&segment_at, position),
+        (&index_at, FILE_HEADER_LEN + keep * INDEX_RECORD_LEN),
+    ] {
+        let mut file = storage
+            .open(path, brook_storage::OpenMode::Append)
+            .map_err(LogError::io(path))?;
+        file.set_len(len).map_err(LogError::io(path))?;
+        file.sync_data().map_err(LogError::io(path))?;
+    }
+    Ok(())
 }

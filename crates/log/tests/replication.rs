@@ -134,3 +134,35 @@ fn a_replica_refuses_gaps_and_damaged_chunks_and_stays_writable() {
     }
     assert_eq!(replica.next_offset(), leader.next_offset());
 }
+
+#[test]
+fn a_replica_cut_back_to_the_new_leaders_end_keeps_the_rest_and_its_tracking() {
+    let (leader_dir, replica_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut leader, _) = Log::open(disk(), leader_dir.path(), small_segments()).unwrap();
+    let (mut replica, _) = Log::open(disk(), replica_dir.path(), small_segments()).unwrap();
+    leader.replicate(true);
+    replica.replicate(false);
+    leader.set_epoch(2);
+    for i in 0..8 {
+        append(&mut leader, i);
+    }
+    let kept = leader.next_offset();
+    for i in 8..14 {
+        append(&mut leader, i);
+    }
+    replay(&mut replica, leader.take_shipped());
+    let (last, epoch) = replica.tail().unwrap().unwrap();
+    assert_eq!(epoch, 2);
+    assert_eq!(Some(last), leader.reader().stats().last_chunk_id);
+    // A new leader holds only the first chunks: the rest of this copy never reached a
+    // majority, and goes (segments after the cut included).
+    let replica = replica.truncate(kept).unwrap();
+    assert_eq!(replica.next_offset(), kept);
+    assert_eq!(replica.tracking().sequence("producer"), Some(7));
+    let tail = replica.tail().unwrap();
+    drop(replica);
+    let (reopened, recovery) = Log::open(disk(), replica_dir.path(), small_segments()).unwrap();
+    assert!(recovery.is_clean(), "{recovery}");
+    assert_eq!(reopened.next_offset(), kept);
+    assert_eq!(reopened.tail().unwrap(), tail);
+}

@@ -133,6 +133,16 @@ pub(crate) enum Command {
         node: u64,
         end: u64,
     },
+    /// A replica: its last chunk's id and epoch (what it reports when its leader is lost, and
+    /// what a new leader checks against its own log).
+    Tail {
+        reply: oneshot::Sender<Result<Option<(u64, u64)>, String>>,
+    },
+    /// A replica: cut the log back to end at `to` (the leader does not have what follows).
+    Truncate {
+        to: u64,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
     /// A replica: the leader's chunks to append, and its commit (readers may see up to it).
     /// The reply is the replica's durable end.
     Replicate {

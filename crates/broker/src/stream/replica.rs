@@ -60,6 +60,29 @@ pub(crate) async fn run(
                 let _ = reply.send(result);
                 current = back;
             }
+            Command::Truncate { to, reply } => {
+                let done = tokio::task::spawn_blocking(move || current.truncate(to)).await;
+                let Ok(result) = done else {
+                    tracing::error!(stream = %links.id, "replica truncation failed");
+                    return;
+                };
+                match result {
+                    Ok(mut cut) => {
+                        tracing::warn!(stream = %links.id, to,
+                            "log cut back to the new leader's: what followed never reached a majority");
+                        cut.replicate(false);
+                        let _ = reply.send(Ok(cut.next_offset()));
+                        current = cut;
+                    }
+                    Err(e) => {
+                        // The files are as the failed step left them; reopening on restart
+                        // recovers them. Nothing more is written here until then.
+                        tracing::error!(stream = %links.id, "cutting the log back: {e}");
+                        let _ = reply.send(Err(e.to_string()));
+                        return;
+                    }
+                }
+            }
             Command::Shutdown { reply } => {
                 let _ = tokio::task::spawn_blocking(move || current.sync()).await;
                 let _ = reply.send(());
@@ -123,7 +146,10 @@ fn answer(log: &Log, command: Command, links: &Links) {
             writers.sort();
             let _ = reply.send(Tracked { offsets, writers });
         }
-        Command::Acked { .. } | Command::Replicate { .. } => {}
+        Command::Tail { reply } => {
+            let _ = reply.send(log.tail().map_err(|e| e.to_string()));
+        }
+        Command::Acked { .. } | Command::Replicate { .. } | Command::Truncate { .. } => {}
         Command::Shutdown { .. } | Command::Delete { .. } => {}
     }
 }

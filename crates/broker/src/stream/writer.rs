@@ -129,8 +129,11 @@ impl StreamWriter {
                         q.ack(node, end);
                     }
                 }
-                Command::Replicate { reply, .. } => {
+                Command::Replicate { reply, .. } | Command::Truncate { reply, .. } => {
                     let _ = reply.send(Err("this node leads the stream".into()));
+                }
+                Command::Tail { reply } => {
+                    let _ = reply.send(self.log.tail().map_err(|e| e.to_string()));
                 }
                 Command::Shutdown { .. } | Command::Delete { .. } => {}
             }

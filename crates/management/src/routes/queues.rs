@@ -85,7 +85,35 @@ fn queue_json(api: &Api, info: &StreamInfo, consumers: usize) -> Value {
     if let StreamStatus::Unavailable { reason } = &info.status {
         out["brook"] = json!({ "unavailable": reason });
     }
+    clustered(api, info, &mut out);
     out
+}
+
+/// In a cluster: the stream's leader and members by node name, as RabbitMQ lists them, and
+/// the leader's epoch.
+fn clustered(api: &Api, info: &StreamInfo, out: &mut Value) {
+    let Some(cluster) = &api.cluster else {
+        return;
+    };
+    let metadata = cluster.metadata();
+    let key = brook_cluster::StreamKey {
+        vhost: info.id.vhost.clone(),
+        name: info.id.name.clone(),
+    };
+    let Some(stream) = metadata.streams.get(&key) else {
+        return;
+    };
+    let name = |id: &u64| {
+        metadata
+            .nodes
+            .get(id)
+            .map_or_else(|| format!("brook-{id}@unknown"), |n| n.name.clone())
+    };
+    let members: Vec<String> = stream.members.keys().map(name).collect();
+    out["leader"] = json!(name(&stream.leader));
+    out["node"] = json!(name(&stream.leader));
+    out["members"] = json!(members);
+    out["brook"]["epoch"] = json!(stream.epoch);
 }
 
 fn listing(api: &Api, caller: &crate::auth::Caller, vhost: Option<&str>) -> Vec<Value> {
