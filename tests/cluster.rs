@@ -31,15 +31,24 @@ fn free_ports(n: usize) -> Vec<u16> {
 }
 
 fn start_node(id: u64, ports: &[u16], dir: &Path) -> Brook {
+    let peers: Vec<String> = ports
+        .iter()
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect();
+    start_node_via(id, ports, &peers, dir)
+}
+
+/// A node that reaches node `j` at `peers[j - 1]` (a proxy, in the partition test).
+fn start_node_via(id: u64, ports: &[u16], peers: &[String], dir: &Path) -> Brook {
     let mut args = vec![
         "--node-id".to_string(),
         id.to_string(),
         "--cluster-listen".into(),
         format!("127.0.0.1:{}", ports[id as usize - 1]),
     ];
-    for (i, port) in ports.iter().enumerate() {
+    for (i, addr) in peers.iter().enumerate() {
         args.push("--peer".into());
-        args.push(format!("{}=127.0.0.1:{port}", i + 1));
+        args.push(format!("{}={addr}", i + 1));
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let env = [("RUST_LOG", "info,brook_cluster=debug")];
@@ -420,4 +429,275 @@ async fn killing_the_leader_loses_no_confirmed_message() {
     assert_eq!(confirmed as u64, rounds * 100);
     let violations = check(&events, &[&reader]);
     assert!(violations.is_empty(), "{violations:#?}");
+}
+
+/// Every cluster link through a proxy of its own: node i reaches node j through
+/// `links[(i, j)]`, so a node can be cut off from the others in both directions.
+struct Links {
+    proxies: std::collections::BTreeMap<(u64, u64), brook_harness::proxy::Proxy>,
+}
+
+impl Links {
+    async fn start(ports: &[u16]) -> Links {
+        let mut proxies = std::collections::BTreeMap::new();
+        for i in 1..=3u64 {
+            for j in (1..=3u64).filter(|j| *j != i) {
+                let upstream = format!("127.0.0.1:{}", ports[j as usize - 1])
+                    .parse()
+                    .unwrap();
+                let proxy = brook_harness::proxy::Proxy::start(upstream).await.unwrap();
+                proxies.insert((i, j), proxy);
+            }
+        }
+        Links { proxies }
+    }
+
+    /// Node `i`'s `--peer` addresses.
+    fn peers_of(&self, i: u64, ports: &[u16]) -> Vec<String> {
+        (1..=3u64)
+            .map(|j| match self.proxies.get(&(i, j)) {
+                Some(p) => p.addr().to_string(),
+                None => format!("127.0.0.1:{}", ports[j as usize - 1]),
+            })
+            .collect()
+    }
+
+    fn isolate(&self, node: u64) {
+        for ((i, j), p) in &self.proxies {
+            if *i == node || *j == node {
+                p.cut();
+            }
+        }
+    }
+
+    fn heal(&self) {
+        for p in self.proxies.values() {
+            p.heal();
+        }
+    }
+}
+
+/// Rounds of: the stream's leader is cut off from the other two nodes. The leader alone
+/// never confirms; the other two elect a new leader, which confirms; once the link heals,
+/// the old leader follows and drops what it wrote alone. `BROOK_CLUSTER_PARTITIONS` sets
+/// the rounds (default 10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_leader_never_confirms_and_the_majority_goes_on() {
+    use brook_harness::history::{Event, MessageId, check};
+    let rounds: u64 = std::env::var("BROOK_CLUSTER_PARTITIONS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10);
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(3);
+    let links = Links::start(&ports).await;
+    let brooks: Vec<Option<Brook>> = (1..=3)
+        .map(|id| {
+            Some(start_node_via(
+                id,
+                &ports,
+                &links.peers_of(id, &ports),
+                dir.path(),
+            ))
+        })
+        .collect();
+    let node = |id: u64| brooks[id as usize - 1].as_ref().unwrap();
+    until(
+        node(1).http_addr(),
+        "a leader and 3 announced members",
+        |all| {
+            running(all) == 3
+                && agreed_leader(all).is_some()
+                && all.iter().all(|n| {
+                    !n["name"]
+                        .as_str()
+                        .unwrap_or("@unknown")
+                        .ends_with("@unknown")
+                })
+        },
+    )
+    .await;
+    env(node(1).addr.port())
+        .await
+        .stream_creator()
+        .create("partitioned")
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    let mut seq = 0u64;
+    let mut failovers = Vec::new();
+    for round in 0..rounds {
+        // Healed: wait until every node agrees on the leader and holds what it committed.
+        let (leader, epoch) = settle(&brooks, "partitioned").await;
+        let other = (1..=3).find(|n| *n != leader).unwrap();
+        // Published through a majority-side node, before the cut: confirmed.
+        let confirmed = publish(node(other).addr.port(), "harness", seq, &brooks).await;
+        for (i, ok) in confirmed.iter().enumerate() {
+            if *ok {
+                events.push(Event::Confirmed {
+                    message: MessageId {
+                        producer: "harness".into(),
+                        seq: seq + i as u64,
+                    },
+                    leader: leader.to_string(),
+                    epoch,
+                });
+            }
+        }
+        seq += 100;
+
+        links.isolate(leader);
+        let cut = Instant::now();
+        // The cut-off leader takes publishes but can never confirm them.
+        let env_l = env(node(leader).addr.port()).await;
+        let mut alone = env_l
+            .producer()
+            .name("minority")
+            .build("partitioned")
+            .await
+            .unwrap();
+        let early = tokio::time::timeout(
+            Duration::from_millis(1500),
+            alone.batch_send_with_confirm(messages(1_000_000 + seq, 1_000_000 + seq + 10)),
+        )
+        .await;
+        let confirmed_alone = early.is_ok_and(|r| r.is_ok_and(|s| s.iter().any(|s| s.confirmed())));
+        assert!(!confirmed_alone, "round {round}: a minority confirmed");
+        // The other two elect one of themselves.
+        loop {
+            if let Some((now, e)) = stream_leader(node(other).http_addr(), "partitioned").await
+                && now != leader
+                && e > epoch
+            {
+                break;
+            }
+            assert!(
+                cut.elapsed() < Duration::from_secs(30),
+                "round {round}: no new leader\n{}",
+                logs(&brooks)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        failovers.push(cut.elapsed());
+        links.heal();
+        // The old leader learns it was replaced: its publisher is dropped with a
+        // MetadataUpdate, as RabbitMQ's clients expect.
+        let _ = alone.close().await;
+        drop(env_l);
+    }
+    failovers.sort();
+    println!(
+        "stream failover after a partition over {rounds} rounds: median {:?}, max {:?}",
+        failovers[failovers.len() / 2],
+        failovers.last().unwrap()
+    );
+    // Every node catches up with the leader (the old ones cut back their lone writes)...
+    settle(&brooks, "partitioned").await;
+    // ...and holds every confirmed message, once and in order; the minority's writes are
+    // gone everywhere.
+    let mut readers = Vec::new();
+    for id in 1..=3u64 {
+        let reader = format!("node {id}");
+        read_all(node(id).addr.port(), "partitioned", &reader, &mut events).await;
+        readers.push(reader);
+    }
+    let names: Vec<&str> = readers.iter().map(String::as_str).collect();
+    let violations = check(&events, &names);
+    assert!(violations.is_empty(), "{violations:#?}");
+    let minority = events
+        .iter()
+        .filter(|e| matches!(e, Event::Read { message, .. } if message.producer == "minority"))
+        .count();
+    assert_eq!(minority, 0, "the cut-off leader's writes survived");
+}
+
+/// Publishes 100 messages (`seq..seq + 100`) with a named producer; which were confirmed.
+async fn publish(port: u16, name: &str, seq: u64, brooks: &[Option<Brook>]) -> Vec<bool> {
+    let env = env(port).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut producer = loop {
+        match env.producer().name(name).build("partitioned").await {
+            Ok(p) => break p,
+            Err(e) => assert!(Instant::now() < deadline, "{e:?}\n{}", logs(brooks)),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let sent = producer.batch_send_with_confirm(messages(seq, seq + 100));
+    let statuses = tokio::time::timeout(Duration::from_secs(20), sent)
+        .await
+        .unwrap_or_else(|_| panic!("no confirms\n{}", logs(brooks)))
+        .unwrap();
+    producer.close().await.unwrap();
+    statuses.iter().map(|s| s.confirmed()).collect()
+}
+
+/// Reads a stream from the start on the node at `port` (the client reads from that node
+/// when it hosts the stream), recording every message as read by `reader`.
+async fn read_all(
+    port: u16,
+    stream: &str,
+    reader: &str,
+    events: &mut Vec<brook_harness::history::Event>,
+) {
+    use brook_harness::history::{Event, MessageId};
+    let env = env(port).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut consumer = loop {
+        match env
+            .consumer()
+            .offset(OffsetSpecification::First)
+            .build(stream)
+            .await
+        {
+            Ok(c) => break c,
+            Err(e) => assert!(Instant::now() < deadline, "{e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    while let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(3), consumer.next()).await {
+        let d = d.unwrap();
+        let body: u64 = std::str::from_utf8(d.message().data().unwrap())
+            .unwrap()
+            .parse()
+            .unwrap();
+        let producer = if body >= 1_000_000 {
+            "minority"
+        } else {
+            "harness"
+        };
+        events.push(Event::Read {
+            node: reader.to_owned(),
+            offset: d.offset(),
+            message: MessageId {
+                producer: producer.into(),
+                seq: body,
+            },
+        });
+    }
+    consumer.handle().close().await.unwrap();
+}
+
+/// Waits until every node names the same leader and epoch for `stream` and has the same
+/// committed end; returns the leader and epoch.
+async fn settle(brooks: &[Option<Brook>], stream: &str) -> (u64, u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut views = Vec::new();
+        for b in brooks.iter().flatten() {
+            let q = http::get(b.http_addr(), &format!("/api/queues/%2F/{stream}"), GUEST).await;
+            let end = (q.status == 200).then(|| q.json()["brook"]["committed_offset"].as_u64());
+            views.push((stream_leader(b.http_addr(), stream).await, end));
+        }
+        if let Some((Some(leader), _)) = views.first()
+            && views.iter().all(|v| *v == views[0])
+        {
+            return *leader;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nodes disagree: {views:?}\n{}",
+            logs(brooks)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -47,6 +47,9 @@ impl Brook {
     }
 
     fn spawn(mut cmd: Command, data_dir: &Path, args: &[&str]) -> Brook {
+        if cmd.get_envs().all(|(k, _)| k != "RUST_LOG") {
+            cmd.env("RUST_LOG", "info");
+        }
         let mut child = cmd
             .args([
                 "--listen",
@@ -61,7 +64,6 @@ impl Brook {
             .args(args)
             .arg("--data-dir")
             .arg(data_dir)
-            .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -69,10 +71,10 @@ impl Brook {
             .unwrap();
         // The listening line carries the ephemeral port.
         let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
+        let mut lines = BufReader::new(stderr);
         let log = Arc::new(Mutex::new(Vec::new()));
         let addr = loop {
-            let Some(Ok(line)) = lines.next() else {
+            let Some(line) = next_line(&mut lines) else {
                 panic!(
                     "brook exited before listening:\n{}",
                     log.lock().unwrap().join("\n")
@@ -83,11 +85,12 @@ impl Brook {
                 break rest.split_whitespace().next().unwrap().parse().unwrap();
             }
         };
-        // Keep draining stderr so the child never blocks on a full pipe.
+        // Keep draining stderr so the child never blocks on a full pipe, whatever it writes
+        // (a line that is not UTF-8 must not stop the draining).
         let sink = log.clone();
         std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
+            while let Some(line) = next_line(&mut lines) {
+                sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
             }
         });
         Brook { child, addr, log }
@@ -125,6 +128,15 @@ impl Brook {
 
     pub fn logged(&self, needle: &str) -> bool {
         self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+}
+
+/// The next line, decoded lossily; `None` at the end.
+fn next_line(reader: &mut impl BufRead) -> Option<String> {
+    let mut line = Vec::new();
+    match reader.read_until(b'\n', &mut line) {
+        Ok(n) if n > 0 => Some(String::from_utf8_lossy(&line).trim_end().to_owned()),
+        _ => None,
     }
 }
 

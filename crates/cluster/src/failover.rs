@@ -36,7 +36,11 @@ async fn check(cluster: &Arc<Cluster>) {
         if stream.leader == me || stream.members.get(&me) != Some(&Member::Running) {
             continue;
         }
-        if cluster.silence(key, stream.epoch) < LEADER_TIMEOUT {
+        let silence = cluster.silence(key, stream.epoch);
+        if silence < LEADER_TIMEOUT {
+            if silence > HEARTBEAT * 3 {
+                tracing::debug!(stream = ?key.name, ?silence, epoch = stream.epoch, "leader quiet");
+            }
             continue;
         }
         let id = StreamId::new(key.vhost.clone(), key.name.clone());

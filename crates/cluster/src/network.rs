@@ -4,7 +4,9 @@
 //! JSON because every message is openraft's own serde type and metadata is small and rare;
 //! stream data will not travel here (docs/CLUSTERING.md: a replication link of its own).
 
+use std::collections::BTreeMap;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -177,9 +179,20 @@ impl Peer {
     }
 }
 
-/// openraft's way to reach peers: a [`Peer`] per target.
+/// openraft's way to reach peers: a [`Peer`] per target, at the address this node's
+/// configuration gives for it.
 #[derive(Debug, Clone, Default)]
-pub struct Network;
+pub struct Network {
+    members: Arc<BTreeMap<NodeId, String>>,
+}
+
+impl Network {
+    pub(crate) fn new(members: BTreeMap<NodeId, String>) -> Network {
+        Network {
+            members: Arc::new(members),
+        }
+    }
+}
 
 /// A peer as openraft's replication and election tasks use it.
 #[derive(Debug)]
@@ -192,9 +205,10 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = RaftPeer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> RaftPeer {
+        let addr = self.members.get(&target).unwrap_or(&node.addr);
         RaftPeer {
             target,
-            peer: Peer::new(node.addr.clone()),
+            peer: Peer::new(addr.clone()),
         }
     }
 }

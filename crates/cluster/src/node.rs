@@ -123,7 +123,8 @@ impl Cluster {
         let state = StateMachine::open(config.storage.clone(), &config.dir)
             .map_err(StartError::Snapshot)?;
         let metadata = state.subscribe();
-        let raft = Raft::new(config.node_id, raft_config()?, Network, log, state)
+        let network = Network::new(config.members.clone());
+        let raft = Raft::new(config.node_id, raft_config()?, network, log, state)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let local_addr = listener.local_addr().map_err(|source| StartError::Listen {
@@ -150,12 +151,14 @@ impl Cluster {
     }
 
     /// Every member starts with the same membership; openraft accepts that on each of them
-    /// and refuses it, harmlessly, once the cluster has formed.
+    /// and refuses it, harmlessly, once the cluster has formed. Members are named by id
+    /// only: each node reaches the others at the addresses its own `--peer` flags give
+    /// (through a proxy, a NAT, another interface), so the membership must not carry them.
     async fn form(&self) -> Result<(), StartError> {
         let members: BTreeMap<NodeId, BasicNode> = self
             .members
-            .iter()
-            .map(|(id, addr)| (*id, BasicNode::new(addr)))
+            .keys()
+            .map(|id| (*id, BasicNode::new(format!("node-{id}"))))
             .collect();
         match self.raft.initialize(members).await {
             Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
@@ -301,10 +304,10 @@ impl Cluster {
             Ok(r) => (r.data, r.log_id.index),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 let leader = f.leader_id.ok_or(ProposeError::NoLeader)?;
-                let addr = f
-                    .leader_node
-                    .map(|n| n.addr)
-                    .or_else(|| self.members.get(&leader).cloned())
+                let addr = self
+                    .members
+                    .get(&leader)
+                    .cloned()
                     .ok_or(ProposeError::NoLeader)?;
                 let reply = Peer::new(addr)
                     .call(&Request::Propose(command), CALL_TIMEOUT)

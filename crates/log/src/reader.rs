@@ -54,7 +54,7 @@ pub struct Position {
     pub chunk_id: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct View {
     pub segments: Vec<SegmentInfo>,
     pub last_user_chunk: Option<Position>,

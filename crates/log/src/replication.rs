@@ -225,11 +225,13 @@ impl Log {
 
     /// Cuts the log back to end at `next_offset` (a chunk boundary), for a replica whose tail
     /// the new leader does not have: chunks of an old epoch that never reached a majority, so
-    /// were never confirmed nor shown to readers. Returns the reopened log.
+    /// were never confirmed nor shown to readers. Returns the reopened log, which keeps this
+    /// one's readers (its [`LogReader`](crate::LogReader)s see the cut log).
     pub fn truncate(mut self, next_offset: u64) -> Result<Log> {
         self.sync()?;
         self.files = None;
         let (storage, dir, config) = (self.storage.clone(), self.dir.clone(), self.config.clone());
+        let shared = self.shared.clone();
         let segments = std::mem::take(&mut self.segments);
         drop(self);
         for segment in segments.iter().rev() {
@@ -248,7 +250,17 @@ impl Log {
             cut(&*storage, &dir, segment, next_offset)?;
         }
         sync_dir(&*storage, &dir)?;
-        Log::open(storage, &dir, config).map(|(log, _)| log)
+        let (mut log, _) = Log::open(storage, &dir, config)?;
+        // The readers hold the old shared state: give it the cut log's view, forget the
+        // chunks kept for readers at the tail, and make it the new log's.
+        let view = log.shared.read().clone();
+        *shared.write() = view;
+        shared.tail.clear();
+        if let Some(last) = log.reader().stats().last_chunk_id {
+            shared.set_last_written(last);
+        }
+        log.shared = shared;
+        Ok(log)
     }
 
     fn bad_chunk(&self, position: u64, source: chunk::ChunkError) -> LogError {

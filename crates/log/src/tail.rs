@@ -103,6 +103,16 @@ impl Tail {
         }
     }
 
+    /// Drops everything kept (the log was cut back: what is kept may be gone).
+    pub(crate) fn clear(&self) {
+        let mut chunks = self.lock();
+        for kept in chunks.drain(..) {
+            let len = kept.chunk.raw_len();
+            self.bytes.fetch_sub(len, Ordering::AcqRel);
+            PROCESS_USED.fetch_sub(len, Ordering::AcqRel);
+        }
+    }
+
     /// Drops what is too old (the writer calls this from its periodic timer).
     pub(crate) fn trim(&self) {
         let mut chunks = self.lock();

@@ -156,8 +156,12 @@ fn a_replica_cut_back_to_the_new_leaders_end_keeps_the_rest_and_its_tracking() {
     assert_eq!(Some(last), leader.reader().stats().last_chunk_id);
     // A new leader holds only the first chunks: the rest of this copy never reached a
     // majority, and goes (segments after the cut included).
+    replica.commit_to(replica.next_offset());
+    let old_reader = replica.reader();
     let replica = replica.truncate(kept).unwrap();
     assert_eq!(replica.next_offset(), kept);
+    // Readers opened before the cut see the cut log.
+    assert_eq!(old_reader.stats().next_offset, kept);
     assert_eq!(replica.tracking().sequence("producer"), Some(7));
     let tail = replica.tail().unwrap();
     drop(replica);
