@@ -8,182 +8,16 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use serde_json::Value;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::child::Brook;
+use common::cluster::*;
 use common::http::{self, GUEST};
 use futures::StreamExt;
 use rabbitmq_stream_client::Environment;
 use rabbitmq_stream_client::types::{Message, OffsetSpecification};
-use serde_json::Value;
-
-/// Free loopback ports for the cluster ports (each node must know the others' before it
-/// starts, so they cannot be ephemeral; the gap between this and the bind is tiny).
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
-fn start_node(id: u64, ports: &[u16], dir: &Path) -> Brook {
-    let peers: Vec<String> = ports
-        .iter()
-        .map(|port| format!("127.0.0.1:{port}"))
-        .collect();
-    start_node_via(id, ports, &peers, dir)
-}
-
-/// A node that reaches node `j` at `peers[j - 1]` (a proxy, in the partition test).
-fn start_node_via(id: u64, ports: &[u16], peers: &[String], dir: &Path) -> Brook {
-    let mut args = vec![
-        "--node-id".to_string(),
-        id.to_string(),
-        "--cluster-listen".into(),
-        format!("127.0.0.1:{}", ports[id as usize - 1]),
-    ];
-    for (i, addr) in peers.iter().enumerate() {
-        args.push("--peer".into());
-        args.push(format!("{}={addr}", i + 1));
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let env = [("RUST_LOG", "info,brook_cluster=debug")];
-    Brook::start_with_env(&dir.join(format!("node{id}")), &args, &env)
-}
-
-/// Everything the nodes logged, for a failure's message.
-fn logs(brooks: &[Option<Brook>]) -> String {
-    let mut out = String::new();
-    for (i, b) in brooks.iter().enumerate() {
-        if let Some(b) = b {
-            out.push_str(&format!("--- node {} ---\n", i + 1));
-            out.push_str(&b.log.lock().unwrap().join("\n"));
-            out.push('\n');
-        }
-    }
-    out
-}
-
-async fn nodes(http: SocketAddr) -> Vec<Value> {
-    let r = http::get(http, "/api/nodes", GUEST).await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json().as_array().unwrap().clone()
-}
-
-/// Polls `/api/nodes` until `done` holds, for at most 20 s.
-async fn until(http: SocketAddr, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let all = nodes(http).await;
-        if done(&all) {
-            return all;
-        }
-        assert!(Instant::now() < deadline, "{what}: {all:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The leader every running member agrees on.
-fn agreed_leader(all: &[Value]) -> Option<u64> {
-    let running: Vec<&Value> = all.iter().filter(|n| n["running"] == true).collect();
-    let leader = running.first()?["brook_metadata_leader"].as_u64()?;
-    let agreed = running
-        .iter()
-        .all(|n| n["brook_metadata_leader"].as_u64() == Some(leader));
-    agreed.then_some(leader)
-}
-
-fn running(all: &[Value]) -> usize {
-    all.iter().filter(|n| n["running"] == true).count()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_elect_a_leader_and_survive_its_kill() {
-    let dir = tempfile::tempdir().unwrap();
-    let ports = free_ports(3);
-    let mut brooks: Vec<Option<Brook>> = (1..=3)
-        .map(|id| Some(start_node(id, &ports, dir.path())))
-        .collect();
-    let http_of = |b: &Option<Brook>| b.as_ref().unwrap().http_addr();
-
-    let all = until(http_of(&brooks[1]), "a leader and 3 members", |all| {
-        running(all) == 3 && agreed_leader(all).is_some()
-    })
-    .await;
-    let names: Vec<&str> = all.iter().map(|n| n["name"].as_str().unwrap()).collect();
-    for id in 1..=3 {
-        assert!(
-            names.iter().any(|n| n.starts_with(&format!("brook-{id}@"))),
-            "{names:?}"
-        );
-    }
-    let first = agreed_leader(&all).unwrap();
-
-    // `brook ctl cluster_status` on another node says the same.
-    let url = format!("http://{}", http_of(&brooks[2]));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_brook"))
-        .args(["ctl", "--url", &url, "--format", "json", "cluster_status"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let status = status.as_array().unwrap();
-    assert_eq!(status.len(), 3);
-    assert_eq!(
-        status
-            .iter()
-            .filter(|n| n["metadata_role"] == "leader")
-            .count(),
-        1
-    );
-
-    // kill -9 the leader: the other two elect one of themselves.
-    let index = (first - 1) as usize;
-    brooks[index].take().unwrap().kill();
-    let killed_at = Instant::now();
-    let survivor = if index == 0 { 1 } else { 0 };
-    let all = until(http_of(&brooks[survivor]), "a new leader", |all| {
-        running(all) == 2 && agreed_leader(all).is_some_and(|l| l != first)
-    })
-    .await;
-    let took = killed_at.elapsed();
-    println!("metadata failover after kill -9: {took:?}");
-    assert!(took < Duration::from_secs(10), "{took:?}");
-    let second = agreed_leader(&all).unwrap();
-
-    // The killed node restarts from its files and follows the new leader.
-    brooks[index] = Some(start_node(first, &ports, dir.path()));
-    until(http_of(&brooks[index]), "the old leader rejoins", |all| {
-        running(all) == 3 && agreed_leader(all) == Some(second)
-    })
-    .await;
-}
-
-/// Starts three nodes and waits until they agree on a metadata leader and every node has
-/// announced its name and address.
-async fn three_nodes(dir: &Path) -> (Vec<u16>, Vec<Option<Brook>>) {
-    let ports = free_ports(3);
-    let brooks: Vec<Option<Brook>> = (1..=3)
-        .map(|id| Some(start_node(id, &ports, dir)))
-        .collect();
-    let http = brooks[0].as_ref().unwrap().http_addr();
-    until(http, "a leader and 3 announced members", |all| {
-        running(all) == 3
-            && agreed_leader(all).is_some()
-            && all.iter().all(|n| {
-                !n["name"]
-                    .as_str()
-                    .unwrap_or("@unknown")
-                    .ends_with("@unknown")
-            })
-    })
-    .await;
-    (ports, brooks)
-}
 
 async fn env(port: u16) -> Environment {
     Environment::builder()
@@ -700,4 +534,66 @@ async fn settle(brooks: &[Option<Brook>], stream: &str) -> (u64, u64) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_a_leader_and_survive_its_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(3);
+    let mut brooks: Vec<Option<Brook>> = (1..=3)
+        .map(|id| Some(start_node(id, &ports, dir.path())))
+        .collect();
+    let http_of = |b: &Option<Brook>| b.as_ref().unwrap().http_addr();
+
+    let all = until(http_of(&brooks[1]), "a leader and 3 members", |all| {
+        running(all) == 3 && agreed_leader(all).is_some()
+    })
+    .await;
+    let names: Vec<&str> = all.iter().map(|n| n["name"].as_str().unwrap()).collect();
+    for id in 1..=3 {
+        assert!(
+            names.iter().any(|n| n.starts_with(&format!("brook-{id}@"))),
+            "{names:?}"
+        );
+    }
+    let first = agreed_leader(&all).unwrap();
+
+    // `brook ctl cluster_status` on another node says the same.
+    let url = format!("http://{}", http_of(&brooks[2]));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_brook"))
+        .args(["ctl", "--url", &url, "--format", "json", "cluster_status"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = status.as_array().unwrap();
+    assert_eq!(status.len(), 3);
+    assert_eq!(
+        status
+            .iter()
+            .filter(|n| n["metadata_role"] == "leader")
+            .count(),
+        1
+    );
+
+    // kill -9 the leader: the other two elect one of themselves.
+    let index = (first - 1) as usize;
+    brooks[index].take().unwrap().kill();
+    let killed_at = Instant::now();
+    let survivor = if index == 0 { 1 } else { 0 };
+    let all = until(http_of(&brooks[survivor]), "a new leader", |all| {
+        running(all) == 2 && agreed_leader(all).is_some_and(|l| l != first)
+    })
+    .await;
+    let took = killed_at.elapsed();
+    println!("metadata failover after kill -9: {took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let second = agreed_leader(&all).unwrap();
+
+    // The killed node restarts from its files and follows the new leader.
+    brooks[index] = Some(start_node(first, &ports, dir.path()));
+    until(http_of(&brooks[index]), "the old leader rejoins", |all| {
+        running(all) == 3 && agreed_leader(all) == Some(second)
+    })
+    .await;
 }

@@ -132,3 +132,76 @@ async fn offset_tracking_tutorial_with_restarts() {
     }
     broker.stop().await;
 }
+
+fn target_at(port: u16) -> Target {
+    Target {
+        host: "127.0.0.1".into(),
+        port,
+        stream: "stream-offset-tracking-rust".into(),
+    }
+}
+
+async fn receive_at(port: u16, mode: Mode) -> Vec<String> {
+    let out = Output::default();
+    let mut w = out.clone();
+    tokio::time::timeout(TIMEOUT, receive::run(&target_at(port), mode, &mut w))
+        .await
+        .expect("receive timed out")
+        .unwrap();
+    out.lines()
+}
+
+/// The tutorial against a 3-node cluster (issue #13), each step through another node: the
+/// stream is replicated, consumers read from replicas, and offsets stored through a replica
+/// reach the leader's log and come back on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_tracking_tutorial_through_every_node_of_a_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ports, brooks) = common::cluster::three_nodes(dir.path()).await;
+    let port = |i: usize| brooks[i].as_ref().unwrap().addr.port();
+
+    let out = Output::default();
+    let mut w = out.clone();
+    tokio::time::timeout(TIMEOUT, receive::send::run(&target_at(port(0)), &mut w))
+        .await
+        .expect("send timed out")
+        .unwrap();
+    assert_eq!(out.lines(), published());
+    assert_eq!(receive_at(port(1), Mode::First).await, consumed(0, 99));
+    assert_eq!(
+        receive_at(port(2), Mode::Offset(42)).await,
+        consumed(42, 99)
+    );
+    let out = Output::default();
+    let mut w = out.clone();
+    tokio::time::timeout(TIMEOUT, receive::send::run(&target_at(port(2)), &mut w))
+        .await
+        .expect("send timed out")
+        .unwrap();
+    assert_eq!(out.lines(), published());
+    assert_eq!(receive_at(port(1), Mode::Tracking).await, consumed(0, 99));
+    // The offset was stored through a replica, which passes it to the leader, as RabbitMQ's
+    // replicas do, after the client has moved on: wait until the leader has it (what a
+    // restarting consumer reads next).
+    let leader_http = brooks[0].as_ref().unwrap().http_addr();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let path = "/api/stream/tracking/%2F/stream-offset-tracking-rust";
+        let r = common::http::get(leader_http, path, common::http::GUEST).await;
+        let stored = r
+            .json()
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|row| row["type"] == "offset" && row["tracking_value"].as_u64() == Some(99));
+        if stored {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", r.body);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        receive_at(port(0), Mode::Tracking).await,
+        consumed(100, 199)
+    );
+}

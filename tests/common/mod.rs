@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod child;
+pub mod cluster;
 pub mod http;
 pub mod prom;
 pub mod raw;

@@ -2,18 +2,43 @@
 //! through the metadata group, `Metadata` answers come from it, and offsets stored on a
 //! replica go to the leader.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use tokio::sync::mpsc;
 
 use brook_broker::cluster::{BoxFuture, ClusterHooks, Endpoint, Members};
 use brook_broker::{Error, StreamId};
 
-use crate::metadata::{Applied, Command, Locator, MetadataError, StreamKey};
+use crate::metadata::{Command, Locator, MetadataError, NodeId, StreamKey};
 use crate::network::{CALL_TIMEOUT, Peer, Request};
 use crate::node::Cluster;
 
 #[derive(Debug)]
 pub(crate) struct Hooks {
     pub cluster: Arc<Cluster>,
+    /// Stored offsets on their way to leaders, in the order they were stored.
+    forward: mpsc::UnboundedSender<(NodeId, String, Request)>,
+}
+
+impl Hooks {
+    pub(crate) fn new(cluster: Arc<Cluster>) -> Hooks {
+        let (forward, queue) = mpsc::unbounded_channel();
+        tokio::spawn(forward_offsets(queue));
+        Hooks { cluster, forward }
+    }
+}
+
+/// Sends stored offsets to their leaders one after another over one connection per leader:
+/// a consumer's later offset must not overtake an earlier one.
+async fn forward_offsets(mut queue: mpsc::UnboundedReceiver<(NodeId, String, Request)>) {
+    let mut peers: HashMap<NodeId, Peer> = HashMap::new();
+    while let Some((leader, addr, request)) = queue.recv().await {
+        let peer = peers.entry(leader).or_insert_with(|| Peer::new(addr));
+        if let Err(e) = peer.call(&request, CALL_TIMEOUT).await {
+            tracing::warn!(leader, "storing an offset on the leader: {e}");
+        }
+    }
 }
 
 fn key(id: &StreamId) -> StreamKey {
@@ -60,29 +85,26 @@ fn endpoint(addr: &str) -> Option<Endpoint> {
     })
 }
 
-impl Hooks {
-    async fn apply(&self, id: &StreamId, command: Command) -> Result<(), Error> {
-        let unavailable = |reason: String| Error::StreamNotAvailable(id.name.clone(), reason);
-        let applied = self
-            .cluster
-            .propose(command)
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        match applied {
-            Ok(Applied::StreamCreated { .. } | Applied::StreamDeleted(_)) => {}
-            Ok(_) => {}
-            Err(MetadataError::StreamExists(_)) => {
-                return Err(Error::StreamAlreadyExists(id.name.clone()));
-            }
-            Err(MetadataError::UnknownStream(_)) => {
-                return Err(Error::StreamDoesNotExist(id.name.clone()));
-            }
-            Err(e) => return Err(unavailable(e.to_string())),
+/// Proposes a stream's creation or deletion, and acts on it here before answering.
+async fn apply(cluster: &Arc<Cluster>, id: &StreamId, command: Command) -> Result<(), Error> {
+    let unavailable = |reason: String| Error::StreamNotAvailable(id.name.clone(), reason);
+    let applied = cluster
+        .propose(command)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    match applied {
+        Ok(_) => {}
+        Err(MetadataError::StreamExists(_)) => {
+            return Err(Error::StreamAlreadyExists(id.name.clone()));
         }
-        // This node acts on it before answering, so what the client does next finds it.
-        crate::streams::reconcile(&self.cluster).await;
-        Ok(())
+        Err(MetadataError::UnknownStream(_)) => {
+            return Err(Error::StreamDoesNotExist(id.name.clone()));
+        }
+        Err(e) => return Err(unavailable(e.to_string())),
     }
+    // This node acts on it before answering, so what the client does next finds it.
+    crate::streams::reconcile(cluster).await;
+    Ok(())
 }
 
 impl ClusterHooks for Hooks {
@@ -91,9 +113,7 @@ impl ClusterHooks for Hooks {
         id: StreamId,
         arguments: Vec<(String, String)>,
     ) -> BoxFuture<Result<(), Error>> {
-        let hooks = Hooks {
-            cluster: self.cluster.clone(),
-        };
+        let cluster = self.cluster.clone();
         Box::pin(async move {
             let (size, locator) = placement(&arguments)?;
             let command = Command::CreateStream {
@@ -101,19 +121,17 @@ impl ClusterHooks for Hooks {
                 arguments,
                 size,
                 locator,
-                declared_on: hooks.cluster.id(),
+                declared_on: cluster.id(),
             };
-            hooks.apply(&id, command).await
+            apply(&cluster, &id, command).await
         })
     }
 
     fn delete(&self, id: StreamId) -> BoxFuture<Result<(), Error>> {
-        let hooks = Hooks {
-            cluster: self.cluster.clone(),
-        };
+        let cluster = self.cluster.clone();
         Box::pin(async move {
             let command = Command::DeleteStream { key: key(&id) };
-            hooks.apply(&id, command).await
+            apply(&cluster, &id, command).await
         })
     }
 
@@ -146,11 +164,6 @@ impl ClusterHooks for Hooks {
             reference: reference.to_owned(),
             offset,
         };
-        let stream_id = id.clone();
-        tokio::spawn(async move {
-            if let Err(e) = Peer::new(addr).call(&request, CALL_TIMEOUT).await {
-                tracing::warn!(stream = %stream_id, "storing an offset on the leader: {e}");
-            }
-        });
+        let _ = self.forward.send((stream.leader, addr, request));
     }
 }

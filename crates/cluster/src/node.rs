@@ -189,9 +189,7 @@ impl Cluster {
         if self.broker.set(broker.clone()).is_err() {
             return;
         }
-        broker.set_cluster(Arc::new(Hooks {
-            cluster: self.clone(),
-        }));
+        broker.set_cluster(Arc::new(Hooks::new(self.clone())));
         tokio::spawn(crate::streams::watch(self.clone()));
         tokio::spawn(crate::failover::watch(self.clone()));
     }

@@ -1,0 +1,116 @@
+//! A three-node cluster of brook processes on loopback, for tests/cluster.rs and the
+//! tutorial through a cluster.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::child::Brook;
+use super::http::{self, GUEST};
+
+/// Free loopback ports for the cluster ports (each node must know the others' before it
+/// starts, so they cannot be ephemeral; the gap between this and the bind is tiny).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+pub fn start_node(id: u64, ports: &[u16], dir: &Path) -> Brook {
+    let peers: Vec<String> = ports
+        .iter()
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect();
+    start_node_via(id, ports, &peers, dir)
+}
+
+/// A node that reaches node `j` at `peers[j - 1]` (a proxy, in the partition test).
+pub fn start_node_via(id: u64, ports: &[u16], peers: &[String], dir: &Path) -> Brook {
+    let mut args = vec![
+        "--node-id".to_string(),
+        id.to_string(),
+        "--cluster-listen".into(),
+        format!("127.0.0.1:{}", ports[id as usize - 1]),
+    ];
+    for (i, addr) in peers.iter().enumerate() {
+        args.push("--peer".into());
+        args.push(format!("{}={addr}", i + 1));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env = [("RUST_LOG", "info,brook_cluster=debug")];
+    Brook::start_with_env(&dir.join(format!("node{id}")), &args, &env)
+}
+
+/// Everything the nodes logged, for a failure's message.
+pub fn logs(brooks: &[Option<Brook>]) -> String {
+    let mut out = String::new();
+    for (i, b) in brooks.iter().enumerate() {
+        if let Some(b) = b {
+            out.push_str(&format!("--- node {} ---\n", i + 1));
+            out.push_str(&b.log.lock().unwrap().join("\n"));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+pub async fn nodes(http: SocketAddr) -> Vec<Value> {
+    let r = http::get(http, "/api/nodes", GUEST).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json().as_array().unwrap().clone()
+}
+
+/// Polls `/api/nodes` until `done` holds, for at most 20 s.
+pub async fn until(http: SocketAddr, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = nodes(http).await;
+        if done(&all) {
+            return all;
+        }
+        assert!(Instant::now() < deadline, "{what}: {all:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The leader every running member agrees on.
+pub fn agreed_leader(all: &[Value]) -> Option<u64> {
+    let running: Vec<&Value> = all.iter().filter(|n| n["running"] == true).collect();
+    let leader = running.first()?["brook_metadata_leader"].as_u64()?;
+    let agreed = running
+        .iter()
+        .all(|n| n["brook_metadata_leader"].as_u64() == Some(leader));
+    agreed.then_some(leader)
+}
+
+pub fn running(all: &[Value]) -> usize {
+    all.iter().filter(|n| n["running"] == true).count()
+}
+
+/// Starts three nodes and waits until they agree on a metadata leader and every node has
+/// announced its name and address.
+pub async fn three_nodes(dir: &Path) -> (Vec<u16>, Vec<Option<Brook>>) {
+    let ports = free_ports(3);
+    let brooks: Vec<Option<Brook>> = (1..=3)
+        .map(|id| Some(start_node(id, &ports, dir)))
+        .collect();
+    let http = brooks[0].as_ref().unwrap().http_addr();
+    until(http, "a leader and 3 announced members", |all| {
+        running(all) == 3
+            && agreed_leader(all).is_some()
+            && all.iter().all(|n| {
+                !n["name"]
+                    .as_str()
+                    .unwrap_or("@unknown")
+                    .ends_with("@unknown")
+            })
+    })
+    .await;
+    (ports, brooks)
+}
