@@ -70,6 +70,7 @@ impl Broker {
         role: Role,
     ) -> Result<Hosted, Error> {
         let args = StreamArgs::parse(arguments).map_err(Error::PreconditionFailed)?;
+        let _hosting = self.inner.hosting.lock().await;
         let existing = self.read_streams().get(id).map(|slot| match slot {
             Slot::Ready(s) => Ok((s.clone(), s.dir.clone())),
             Slot::Dormant { dir, .. } | Slot::Unavailable { dir, .. } => Err(Some(dir.clone())),
@@ -152,37 +153,33 @@ impl Broker {
         chunks: Vec<Shipped>,
         commit: u64,
     ) -> Result<u64, Error> {
-        let stream = self.stream(id)?;
-        let (reply, answer) = oneshot::channel();
-        stream.send(Command::Replicate {
+        self.ask(id, |reply| Command::Replicate {
             chunks,
             commit,
             reply,
-        })?;
-        let unavailable = |reason: String| Error::StreamNotAvailable(id.name.clone(), reason);
-        answer
-            .await
-            .map_err(|_| unavailable("replica stopped".into()))?
-            .map_err(unavailable)
+        })
+        .await
     }
 
     /// The last chunk (id, epoch) of a stream hosted here.
     pub async fn tail(&self, id: &StreamId) -> Result<Option<(u64, u64)>, Error> {
-        let stream = self.stream(id)?;
-        let (reply, answer) = oneshot::channel();
-        stream.send(Command::Tail { reply })?;
-        let unavailable = |reason: String| Error::StreamNotAvailable(id.name.clone(), reason);
-        answer
-            .await
-            .map_err(|_| unavailable("stopped".into()))?
-            .map_err(unavailable)
+        self.ask(id, |reply| Command::Tail { reply }).await
     }
 
     /// A replica cuts its log back to end at `to`; returns its new end.
     pub async fn truncate(&self, id: &StreamId, to: u64) -> Result<u64, Error> {
+        self.ask(id, |reply| Command::Truncate { to, reply }).await
+    }
+
+    /// Sends a stream's task a command and waits for its answer.
+    async fn ask<T>(
+        &self,
+        id: &StreamId,
+        command: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Command,
+    ) -> Result<T, Error> {
         let stream = self.stream(id)?;
         let (reply, answer) = oneshot::channel();
-        stream.send(Command::Truncate { to, reply })?;
+        stream.send(command(reply))?;
         let unavailable = |reason: String| Error::StreamNotAvailable(id.name.clone(), reason);
         answer
             .await

@@ -68,6 +68,8 @@ pub(crate) struct Inner {
     _lock: Box<dyn LockGuard>,
     /// Set when this node is a member of a cluster (`crate::cluster`).
     pub(crate) cluster: std::sync::OnceLock<Arc<dyn crate::cluster::ClusterHooks>>,
+    /// One [`Broker::host`] at a time: two would open one log twice.
+    pub(crate) hosting: tokio::sync::Mutex<()>,
 }
 
 /// The broker: a cheap handle, clone it freely.
@@ -123,6 +125,7 @@ impl Broker {
                 totals: Arc::default(),
                 _lock: lock,
                 cluster: std::sync::OnceLock::new(),
+                hosting: tokio::sync::Mutex::new(()),
             }),
         };
         for entry in entries.into_iter().filter(|e| e.is_dir) {

@@ -44,6 +44,10 @@ async fn check(cluster: &Arc<Cluster>) {
             continue;
         }
         let id = StreamId::new(key.vhost.clone(), key.name.clone());
+        // Fenced first: from now on this replica appends nothing from that leader and acks
+        // nothing it appended after this, so the tail reported below is all it can ever have
+        // counted toward that leader's commits.
+        cluster.fence(key, stream.epoch);
         let tail = match broker.tail(&id).await {
             Ok(tail) => tail,
             Err(e) => {

@@ -176,19 +176,20 @@ fn parse_record(bytes: &[u8]) -> Option<(Entry, usize)> {
 }
 
 /// Whether the bad record at the start of `bytes` is the file's last: cut short, or with a
-/// wrong CRC and nothing after it.
+/// wrong CRC and nothing after it. A damaged length could make a record in the middle look
+/// like that, so there must also be no intact record anywhere after it.
 fn torn_tail(bytes: &[u8]) -> bool {
-    let Some(header) = bytes.get(..HEADER) else {
-        return true;
+    let ends_file = match bytes.get(..HEADER) {
+        None => true,
+        Some(header) => {
+            let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+            usize::try_from(len)
+                .ok()
+                .and_then(|l| l.checked_add(HEADER))
+                .is_none_or(|end| end >= bytes.len())
+        }
     };
-    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
-    let Some(end) = usize::try_from(len)
-        .ok()
-        .and_then(|l| l.checked_add(HEADER))
-    else {
-        return true;
-    };
-    end >= bytes.len()
+    ends_file && (1..bytes.len()).all(|at| parse_record(&bytes[at..]).is_none())
 }
 
 fn encode(entry: &Entry, out: &mut Vec<u8>) -> io::Result<()> {
@@ -419,6 +420,23 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Nothing was cut: the file is as it was.
+        assert_eq!(std::fs::read(&path).unwrap(), damaged);
+    }
+
+    #[test]
+    fn a_damaged_length_in_the_middle_is_not_taken_for_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = brook_storage::disk();
+        write(&LogStore::open(disk.clone(), dir.path()).unwrap(), 0, 2);
+        let path = dir.path().join(LOG);
+        let mut damaged = std::fs::read(&path).unwrap();
+        // The first record claims to run past the end of the file.
+        damaged[..4].copy_from_slice(&u32::MAX.to_be_bytes());
+        std::fs::write(&path, &damaged).unwrap();
+        match LogStore::open(disk, dir.path()) {
+            Err(LogOpenError::Damaged { at: 0, .. }) => {}
+            other => panic!("{other:?}"),
+        }
         assert_eq!(std::fs::read(&path).unwrap(), damaged);
     }
 }

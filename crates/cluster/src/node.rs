@@ -23,6 +23,9 @@ use crate::raft::{Raft, Response};
 use crate::state_machine::StateMachine;
 use crate::streams::Feeds;
 
+/// How long a proposal may wait for a majority.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How a node joins the metadata group.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -70,6 +73,9 @@ pub struct Cluster {
     feeds: tokio::sync::Mutex<Feeds>,
     /// When each stream's leader (of which epoch) last reached this replica.
     contacts: std::sync::Mutex<std::collections::HashMap<StreamKey, (u64, Instant)>>,
+    /// Epochs whose leader this replica reported lost: it takes and acks nothing more from
+    /// them (`failover.rs`).
+    fenced: std::sync::Mutex<std::collections::HashMap<StreamKey, u64>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -142,6 +148,7 @@ impl Cluster {
             broker: std::sync::OnceLock::new(),
             feeds: Default::default(),
             contacts: Default::default(),
+            fenced: Default::default(),
         });
         let server = tokio::spawn(crate::server::serve(listener, cluster.clone()));
         *cluster.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
@@ -198,6 +205,19 @@ impl Cluster {
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<StreamKey, (u64, Instant)>> {
         self.contacts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This replica takes nothing more from the leader of `epoch` (it reports it lost).
+    pub(crate) fn fence(&self, key: &StreamKey, epoch: u64) {
+        let mut fenced = self.fenced.lock().unwrap_or_else(|p| p.into_inner());
+        let e = fenced.entry(key.clone()).or_default();
+        *e = (*e).max(epoch);
+    }
+
+    /// Whether the leader of `epoch` was reported lost here.
+    pub(crate) fn is_fenced(&self, key: &StreamKey, epoch: u64) -> bool {
+        let fenced = self.fenced.lock().unwrap_or_else(|p| p.into_inner());
+        fenced.get(key).is_some_and(|e| *e >= epoch)
     }
 
     /// The leader of `epoch` reached this replica now.
@@ -298,7 +318,12 @@ impl Cluster {
         &self,
         command: Command,
     ) -> Result<Result<Applied, MetadataError>, ProposeError> {
-        let (response, index) = match self.raft.client_write(command.clone()).await {
+        // Without a majority a write never commits: give up after a while, and say why.
+        let written =
+            tokio::time::timeout(PROPOSE_TIMEOUT, self.raft.client_write(command.clone()))
+                .await
+                .map_err(|_| ProposeError::Raft("no majority answered in time".into()))?;
+        let (response, index) = match written {
             Ok(r) => (r.data, r.log_id.index),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 let leader = f.leader_id.ok_or(ProposeError::NoLeader)?;
@@ -333,7 +358,10 @@ impl Cluster {
         &self,
         command: Command,
     ) -> Result<(Response, u64), ProposeError> {
-        match self.raft.client_write(command).await {
+        let written = tokio::time::timeout(PROPOSE_TIMEOUT, self.raft.client_write(command))
+            .await
+            .map_err(|_| ProposeError::Raft("no majority answered in time".into()))?;
+        match written {
             Ok(r) => Ok((r.data, r.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
                 Err(ProposeError::NoLeader)

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::metadata::{NodeId, StreamKey};
-use crate::network::{Reply, Request, read_frame, write_frame};
+use crate::network::{CALL_TIMEOUT, Peer, Reply, Request, read_frame, write_frame};
 use crate::node::Cluster;
 
 /// A frame carries about this much chunk data at most.
@@ -32,6 +32,8 @@ const RECONNECT_AFTER: Duration = Duration::from_millis(200);
 /// An idle link carries an empty frame this often, so replicas can tell a quiet leader from a
 /// dead one (`failover.rs`).
 pub(crate) const HEARTBEAT: Duration = Duration::from_millis(250);
+/// A link whose replica acknowledges nothing for this long is dropped and opened again.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A leader's chunks not yet committed, for replicas that are at the end; committed ones are
 /// read from the log.
@@ -113,21 +115,9 @@ impl Feed {
     }
 
     async fn once(&self) -> io::Result<()> {
-        let stream = TcpStream::connect(&self.addr).await?;
-        stream.set_nodelay(true)?;
-        let mut conn = BufStream::new(stream);
-        let request = Request::Replicate {
-            vhost: self.id.vhost.clone(),
-            name: self.id.name.clone(),
-            epoch: self.epoch,
-            leader: self.leader,
-        };
-        write_frame(&mut conn, &request).await?;
-        let (next, last) = match read_frame(&mut conn).await? {
-            Some(Reply::Replicate(Ok(tail))) => tail,
-            Some(Reply::Replicate(Err(e))) => return Err(io::Error::other(e)),
-            _ => return Err(io::Error::other("unexpected reply to Replicate")),
-        };
+        let handshake = tokio::time::timeout(CALL_TIMEOUT, self.handshake()).await;
+        let (conn, (next, last)) =
+            handshake.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))?;
         if let Some((chunk_id, epoch)) = last
             && !self.holds(chunk_id, epoch)?
         {
@@ -138,7 +128,10 @@ impl Feed {
         let acks = async {
             loop {
                 let mut end = [0; 8];
-                rd.read_exact(&mut end).await?;
+                // A replica acks every frame, heartbeats included: silence is a dead link.
+                tokio::time::timeout(ACK_TIMEOUT, rd.read_exact(&mut end))
+                    .await
+                    .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))?;
                 self.broker
                     .acked(&self.id, self.replica, u64::from_be_bytes(end));
             }
@@ -146,6 +139,25 @@ impl Feed {
         tokio::select! {
             r = acks => r,
             r = self.send(&mut wr, next) => r,
+        }
+    }
+
+    /// Opens the link: the replica's end and last chunk.
+    async fn handshake(&self) -> io::Result<(BufStream<TcpStream>, ReplicaTail)> {
+        let stream = TcpStream::connect(&self.addr).await?;
+        stream.set_nodelay(true)?;
+        let mut conn = BufStream::new(stream);
+        let request = Request::Replicate {
+            vhost: self.id.vhost.clone(),
+            name: self.id.name.clone(),
+            epoch: self.epoch,
+            leader: self.leader,
+        };
+        write_frame(&mut conn, &request).await?;
+        match read_frame(&mut conn).await? {
+            Some(Reply::Replicate(Ok(tail))) => Ok((conn, tail)),
+            Some(Reply::Replicate(Err(e))) => Err(io::Error::other(e)),
+            _ => Err(io::Error::other("unexpected reply to Replicate")),
         }
     }
 
@@ -172,8 +184,6 @@ impl Feed {
     /// The replica's last chunk is not this leader's: it never reached a majority. The
     /// replica drops it; the next attempt compares the chunk before.
     async fn cut_back(&self, to: u64) -> io::Result<()> {
-        let stream = TcpStream::connect(&self.addr).await?;
-        let mut conn = BufStream::new(stream);
         let request = Request::Truncate {
             vhost: self.id.vhost.clone(),
             name: self.id.name.clone(),
@@ -181,10 +191,12 @@ impl Feed {
             leader: self.leader,
             to,
         };
-        write_frame(&mut conn, &request).await?;
-        match read_frame(&mut conn).await? {
-            Some(Reply::Replicate(Ok(_))) => Ok(()),
-            Some(Reply::Replicate(Err(e))) => Err(io::Error::other(e)),
+        match Peer::new(self.addr.clone())
+            .call(&request, CALL_TIMEOUT)
+            .await?
+        {
+            Reply::Replicate(Ok(_)) => Ok(()),
+            Reply::Replicate(Err(e)) => Err(io::Error::other(e)),
             _ => Err(io::Error::other("unexpected reply to Truncate")),
         }
     }
@@ -323,14 +335,40 @@ pub(crate) async fn serve(
     };
     loop {
         let (commit, chunks) = decode(&mut conn).await?;
+        check_current(cluster, &key, epoch, leader).map_err(io::Error::other)?;
         cluster.heard_from_leader(&key, epoch);
         let end = broker
             .replicate(&id, chunks, commit)
             .await
             .map_err(io::Error::other)?;
+        // Reported lost meanwhile: what was just appended must not count for that leader.
+        check_current(cluster, &key, epoch, leader).map_err(io::Error::other)?;
         conn.write_all(&end.to_be_bytes()).await?;
         conn.flush().await?;
     }
+}
+
+/// Whether `leader` still leads `epoch` here, and this replica has not reported it lost.
+fn check_current(
+    cluster: &Cluster,
+    key: &StreamKey,
+    epoch: u64,
+    leader: NodeId,
+) -> Result<(), String> {
+    if cluster.is_fenced(key, epoch) {
+        return Err(format!(
+            "leader {leader} of epoch {epoch} was reported lost"
+        ));
+    }
+    let metadata = cluster.metadata();
+    let stream = metadata.streams.get(key).ok_or("unknown stream")?;
+    if stream.epoch != epoch || stream.leader != leader {
+        return Err(format!(
+            "leader {leader} of epoch {epoch} is not the current one (leader {} of epoch {})",
+            stream.leader, stream.epoch
+        ));
+    }
+    Ok(())
 }
 
 /// The tail the replica answers a leader with: its end, and its last chunk's id and epoch.
@@ -376,14 +414,9 @@ async fn current_leader<'a>(
     epoch: u64,
     leader: NodeId,
 ) -> Result<&'a Broker, String> {
+    check_current(cluster, key, epoch, leader)?;
     let metadata = cluster.metadata();
     let stream = metadata.streams.get(key).ok_or("unknown stream")?;
-    if stream.epoch != epoch || stream.leader != leader {
-        return Err(format!(
-            "leader {leader} of epoch {epoch} is not the current one (leader {} of epoch {})",
-            stream.leader, stream.epoch
-        ));
-    }
     if !stream.members.contains_key(&cluster.id()) || leader == cluster.id() {
         return Err("not a replica of this stream".into());
     }

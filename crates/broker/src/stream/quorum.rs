@@ -31,8 +31,10 @@ impl Quorum {
     }
 
     /// A replica holds everything before `end` (acks may arrive out of order after a
-    /// reconnect: never go back).
+    /// reconnect: never go back). A replica cannot hold more than this leader wrote: an ack
+    /// beyond it (a replica not yet cut back) counts only up to the leader's end.
     pub(crate) fn ack(&mut self, node: u64, end: u64) {
+        let end = end.min(self.local);
         let e = self.replicas.entry(node).or_default();
         *e = (*e).max(end);
     }
@@ -65,6 +67,12 @@ mod tests {
         assert_eq!(q.committed(), 70);
         q.ack(2, 30);
         assert_eq!(q.committed(), 70, "a stale ack never takes back");
+        q.ack(2, 500);
+        assert_eq!(
+            q.committed(),
+            100,
+            "nobody holds more than the leader wrote"
+        );
         let mut five = Quorum::new(5, 0);
         five.local(10);
         five.ack(2, 10);
