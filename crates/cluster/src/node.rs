@@ -76,6 +76,9 @@ pub struct Cluster {
     /// Epochs whose leader this replica reported lost: it takes and acks nothing more from
     /// them (`failover.rs`).
     fenced: std::sync::Mutex<std::collections::HashMap<StreamKey, u64>>,
+    /// Set by [`Cluster::shutdown`]: connections still open close at their next request
+    /// instead of answering for a stopped node, so peers reconnect to whatever runs next.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -149,6 +152,7 @@ impl Cluster {
             feeds: Default::default(),
             contacts: Default::default(),
             fenced: Default::default(),
+            stopped: Default::default(),
         });
         let server = tokio::spawn(crate::server::serve(listener, cluster.clone()));
         *cluster.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
@@ -270,6 +274,10 @@ impl Cluster {
         self.metadata.clone()
     }
 
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub(crate) fn raft(&self) -> &Raft {
         &self.raft
     }
@@ -373,6 +381,8 @@ impl Cluster {
     /// Stops openraft and closes the cluster port (connections already open end with their
     /// next request, which openraft refuses once shut down).
     pub async fn shutdown(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Release);
         if let Some(server) = self.server.lock().unwrap_or_else(|p| p.into_inner()).take() {
             server.abort();
         }

@@ -355,6 +355,9 @@ fn check_current(
     epoch: u64,
     leader: NodeId,
 ) -> Result<(), String> {
+    if cluster.is_stopped() {
+        return Err("this node is stopping".into());
+    }
     if cluster.is_fenced(key, epoch) {
         return Err(format!(
             "leader {leader} of epoch {epoch} was reported lost"

@@ -39,6 +39,9 @@ async fn connection(stream: TcpStream, cluster: Arc<Cluster>) {
                 return;
             }
         };
+        if cluster.is_stopped() {
+            return;
+        }
         if let Request::Replicate {
             vhost,
             name,
