@@ -11,15 +11,23 @@ use serde_json::Value;
 use super::child::Brook;
 use super::http::{self, GUEST};
 
-/// Free loopback ports for the cluster ports (each node must know the others' before it
-/// starts, so they cannot be ephemeral; the gap between this and the bind is tiny).
+/// Free loopback ports for cluster ports. Each node must know the others' before it starts,
+/// and a killed node restarts on its own, so they cannot be ephemeral: they come from below
+/// Linux's ephemeral range (32768 and up), where no other socket of these tests lands
+/// meanwhile, from a counter shared by the tests of this process and a base per process.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 100) * 120;
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
+        let port = u16::try_from(base + offset).unwrap();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    ports
 }
 
 pub fn start_node(id: u64, ports: &[u16], dir: &Path) -> Brook {
