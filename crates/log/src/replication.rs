@@ -223,6 +223,27 @@ impl Log {
         Ok(Some((record.chunk_id, record.epoch)))
     }
 
+    /// Whether a chunk starts at `offset`, or the log ends there: where [`Log::truncate`] may
+    /// cut.
+    pub fn is_boundary(&self, offset: u64) -> Result<bool> {
+        if offset == self.next_offset() {
+            return Ok(true);
+        }
+        let Some(segment) = self
+            .segments
+            .iter()
+            .find(|s| s.first_chunk_id <= offset && offset < s.next_offset)
+        else {
+            return Ok(false);
+        };
+        let index = IndexFile::open(
+            &*self.storage,
+            index_path(&self.dir, segment.first_chunk_id),
+        )?;
+        let at = index.partition_point(segment.chunks, |r| r.chunk_id < offset)?;
+        Ok(at < segment.chunks && index.record(at)?.chunk_id == offset)
+    }
+
     /// Cuts the log back to end at `next_offset` (a chunk boundary), for a replica whose tail
     /// the new leader does not have: chunks of an old epoch that never reached a majority, so
     /// were never confirmed nor shown to readers. Returns the reopened log, which keeps this

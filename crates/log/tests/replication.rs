@@ -157,6 +157,8 @@ fn a_replica_cut_back_to_the_new_leaders_end_keeps_the_rest_and_its_tracking() {
     // A new leader holds only the first chunks: the rest of this copy never reached a
     // majority, and goes (segments after the cut included).
     replica.commit_to(replica.next_offset());
+    assert!(replica.is_boundary(kept).unwrap());
+    assert!(!replica.is_boundary(replica.next_offset() + 5).unwrap());
     let old_reader = replica.reader();
     let replica = replica.truncate(kept).unwrap();
     assert_eq!(replica.next_offset(), kept);

@@ -60,6 +60,10 @@ pub(crate) async fn run(
                 let _ = reply.send(result);
                 current = back;
             }
+            Command::Truncate { to, reply } if !current.is_boundary(to).unwrap_or(false) => {
+                // Refused before the log is closed: a bad request must not stop the replica.
+                let _ = reply.send(Err(format!("no chunk starts at {to}")));
+            }
             Command::Truncate { to, reply } => {
                 let done = tokio::task::spawn_blocking(move || current.truncate(to)).await;
                 let Ok(result) = done else {
