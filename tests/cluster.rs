@@ -626,3 +626,100 @@ async fn three_nodes_elect_a_leader_and_survive_its_kill() {
     })
     .await;
 }
+
+/// The offset a consumer on a replica stored is on every member, and survives the loss of
+/// the leader: after a failover, every surviving node answers it and a consumer resumes
+/// right after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_on_a_replica_keeps_its_offset_when_the_leader_dies() {
+    use rabbitmq_stream_client::{Client, ClientOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let (_ports, mut brooks) = three_nodes(dir.path()).await;
+    let port = |b: &Option<Brook>| b.as_ref().unwrap().addr.port();
+    let env = env(port(&brooks[0])).await;
+    env.stream_creator().create("offsets").await.unwrap();
+    let producer = env.producer().build("offsets").await.unwrap();
+    let statuses = producer
+        .batch_send_with_confirm(messages(0, 200))
+        .await
+        .unwrap();
+    assert!(statuses.iter().all(|s| s.confirmed()));
+    producer.close().await.unwrap();
+
+    // A named consumer (the client puts it on a replica) reads 100 and stores its offset.
+    let mut consumer = env
+        .consumer()
+        .name("reader")
+        .offset(OffsetSpecification::First)
+        .build("offsets")
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        tokio::time::timeout(Duration::from_secs(20), consumer.next())
+            .await
+            .expect("a message")
+            .unwrap()
+            .unwrap();
+    }
+    consumer.store_offset(99).await.unwrap();
+    consumer.handle().close().await.unwrap();
+    let stored = |port: u16| async move {
+        let options = ClientOptions::builder()
+            .host("127.0.0.1")
+            .port(port)
+            .build();
+        let client = Client::connect(options).await.ok()?;
+        let offset = client.query_offset("reader".into(), "offsets").await.ok();
+        let _ = client.close().await;
+        offset
+    };
+    // It reaches the leader's log, and with it every replica.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for b in &brooks {
+        while stored(port(b)).await != Some(99) {
+            assert!(
+                Instant::now() < deadline,
+                "offset not replicated\n{}",
+                logs(&brooks)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // The leader (node 1: the stream was declared there) dies; the survivors keep it.
+    brooks[0].take().unwrap().kill();
+    let survivor = brooks[1].as_ref().unwrap().http_addr();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !stream_leader(survivor, "offsets")
+        .await
+        .is_some_and(|(leader, epoch)| leader != 1 && epoch > 1)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no new leader\n{}",
+            logs(&brooks)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for b in &brooks[1..] {
+        assert_eq!(stored(port(b)).await, Some(99));
+    }
+    let env = self::env(port(&brooks[1])).await;
+    let mut resumed = env
+        .consumer()
+        .name("reader")
+        .offset(OffsetSpecification::Offset(100))
+        .build("offsets")
+        .await
+        .unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(20), resumed.next())
+        .await
+        .expect("a message")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (d.offset(), d.message().data().unwrap()),
+        (100, &b"100"[..])
+    );
+    resumed.handle().close().await.unwrap();
+}
