@@ -144,7 +144,7 @@ impl ClusterHooks for Hooks {
             replicas: stream
                 .members
                 .keys()
-                .filter(|n| **n != stream.leader)
+                .filter(|n| **n != stream.leader && self.cluster.is_reachable(**n))
                 .filter_map(at)
                 .collect(),
         })

@@ -79,6 +79,8 @@ pub struct Cluster {
     /// Set by [`Cluster::shutdown`]: connections still open close at their next request
     /// instead of answering for a stopped node, so peers reconnect to whatever runs next.
     stopped: std::sync::atomic::AtomicBool,
+    /// Members that did not answer the last status round (`Cluster::watch_peers`).
+    unreachable: std::sync::Mutex<std::collections::BTreeSet<NodeId>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -153,6 +155,7 @@ impl Cluster {
             contacts: Default::default(),
             fenced: Default::default(),
             stopped: Default::default(),
+            unreachable: Default::default(),
         });
         let server = tokio::spawn(crate::server::serve(listener, cluster.clone()));
         *cluster.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
@@ -203,6 +206,29 @@ impl Cluster {
         broker.set_cluster(Arc::new(Hooks::new(self.clone())));
         tokio::spawn(crate::streams::watch(self.clone()));
         tokio::spawn(crate::failover::watch(self.clone()));
+        tokio::spawn(self.clone().watch_peers());
+    }
+
+    /// Asks every member for its status once a second, so that `Metadata` answers leave out
+    /// replicas that are down (RabbitMQ lists running members only): a client sent to a dead
+    /// replica fails to connect.
+    async fn watch_peers(self: Arc<Self>) {
+        loop {
+            let down = self
+                .statuses()
+                .await
+                .into_iter()
+                .filter_map(|(id, status)| status.is_none().then_some(id))
+                .collect();
+            *self.unreachable.lock().unwrap_or_else(|p| p.into_inner()) = down;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Whether `node` answered the last status round.
+    pub(crate) fn is_reachable(&self, node: NodeId) -> bool {
+        let unreachable = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
+        !unreachable.contains(&node)
     }
 
     fn contacts(
