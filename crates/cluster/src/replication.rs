@@ -164,6 +164,18 @@ impl Feed {
     /// Whether this leader's log has chunk `chunk_id` from `epoch` (log matching: two logs
     /// that hold the same chunk of the same epoch hold the same chunks before it).
     fn holds(&self, chunk_id: u64, epoch: u64) -> io::Result<bool> {
+        // Below what retention kept here, this log cannot say: not finding the chunk must not
+        // make the replica cut what may be committed data.
+        if self
+            .reader
+            .stats()
+            .first_chunk_id
+            .is_some_and(|first| chunk_id < first)
+        {
+            return Err(io::Error::other(format!(
+                "the replica's last chunk {chunk_id} is older than this leader's log"
+            )));
+        }
         let committed = *self.committed.borrow();
         let found = if chunk_id < committed {
             let mut cursor = self
