@@ -1,5 +1,5 @@
-//! The writing side of a log: appends chunks, rolls segments, applies retention, and publishes
-//! committed state to readers. One `Log` per stream, owned by that stream's writer.
+//! The writing side of a log: appends chunks, rolls segments, and publishes committed state to
+//! readers (retention: `retention.rs`; replication: `replication.rs`). One `Log` per stream, owned by that stream's writer.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -97,13 +97,6 @@ impl Piece<'_> {
             side_check: chunk::side_check(self.bloom, self.trailer),
         }
     }
-}
-
-/// What retention removed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RetentionReport {
-    pub segments_deleted: usize,
-    pub bytes_deleted: u64,
 }
 
 /// The writer of one stream's log.
@@ -368,7 +361,7 @@ impl Log {
                 || active.chunks >= self.config.max_segment_chunks)
     }
 
-    fn active(&self) -> &SegmentInfo {
+    pub(crate) fn active(&self) -> &SegmentInfo {
         // `segments` is never empty: open() creates a first segment.
         &self.segments[self.segments.len() - 1]
     }
@@ -581,76 +574,6 @@ impl Log {
             tracing::error!(dir = %self.dir.display(), "could not roll back a failed write; log is now read-only");
             self.poisoned = true;
         }
-    }
-
-    /// Deletes whole old segments beyond the retention limits. The active segment is never
-    /// deleted. Readers see the new first chunk at once.
-    pub fn enforce_retention(&mut self, now_ms: i64) -> Result<RetentionReport> {
-        self.shared.tail.trim();
-        let sealed = self.segments.len().saturating_sub(1);
-        let mut delete = 0usize;
-        if let Some(max_bytes) = self.config.retention.max_bytes {
-            let mut total = self.active().size;
-            for i in (0..sealed).rev() {
-                total += self.segments[i].size;
-                if total > max_bytes {
-                    delete = i + 1;
-                    break;
-                }
-            }
-        }
-        if let Some(max_age) = self.config.retention.max_age {
-            // A max-age beyond the representable range keeps everything; it must never wrap
-            // into a cutoff in the future.
-            let age = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
-            let cutoff = now_ms.saturating_sub(age);
-            let mut i = delete;
-            while i < sealed && self.segments[i].last_timestamp.is_none_or(|t| t < cutoff) {
-                i += 1;
-            }
-            delete = delete.max(i);
-        }
-        if delete == 0 {
-            return Ok(RetentionReport::default());
-        }
-        let removed: Vec<SegmentInfo> = self.segments.drain(..delete).collect();
-        {
-            // Readers must stop looking for these files before they disappear. (The view may
-            // not list the newest segment yet: it is published at commit.)
-            let mut view = self.shared.write();
-            view.segments
-                .retain(|s| !removed.iter().any(|r| r.first_chunk_id == s.first_chunk_id));
-        }
-        let mut report = RetentionReport::default();
-        for seg in &removed {
-            // Index first: a segment without index is rebuilt on recovery; an index without
-            // segment is an orphan.
-            for path in [
-                index_path(&self.dir, seg.first_chunk_id),
-                segment_path(&self.dir, seg.first_chunk_id),
-            ] {
-                match self.storage.remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(LogError::io(&path)(e)),
-                }
-            }
-            report.segments_deleted += 1;
-            report.bytes_deleted += seg.size;
-            let activity = &self.shared.activity;
-            activity.segments_deleted.fetch_add(1, Ordering::Relaxed);
-            activity
-                .bytes_deleted
-                .fetch_add(seg.size, Ordering::Relaxed);
-        }
-        tracing::info!(
-            dir = %self.dir.display(),
-            segments = report.segments_deleted,
-            bytes = report.bytes_deleted,
-            first_offset = self.segments[0].first_chunk_id,
-            "retention deleted old segments"
-        );
-        Ok(report)
     }
 
     /// Closes the log for good: readers get [`LogError::Deleted`]. The files are left to whoever
