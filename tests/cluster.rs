@@ -162,18 +162,11 @@ async fn killing_the_leader_loses_no_confirmed_message() {
         // Publish through whichever node is up; the client finds the leader with Metadata,
         // and retries while a new leader takes over (as applications do).
         let env = env(port).await;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut producer = loop {
-            match env.producer().name("harness").build("failover").await {
-                Ok(p) => break p,
-                Err(e) => assert!(
-                    Instant::now() < deadline,
-                    "round {round}: {e:?}\n{}",
-                    logs(&brooks)
-                ),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let mut producer = retry(
+            || format!("round {round}\n{}", logs(&brooks)),
+            || env.producer().name("harness").build("failover"),
+        )
+        .await;
         let batch = messages(seq, seq + 100);
         let statuses = tokio::time::timeout(
             Duration::from_secs(20),
@@ -253,37 +246,10 @@ async fn killing_the_leader_loses_no_confirmed_message() {
         failovers.last().unwrap()
     );
 
-    // Every confirmed message, once and in order, on the current leader.
+    // Every confirmed message, once and in order, read through a node that is up.
     let node = brooks[alive(&brooks)].as_ref().unwrap();
-    let env = env(node.addr.port()).await;
-    // A restarted node announces its new stream port shortly after it starts: retry.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut consumer = loop {
-        match env
-            .consumer()
-            .offset(OffsetSpecification::First)
-            .build("failover")
-            .await
-        {
-            Ok(c) => break c,
-            Err(e) => assert!(Instant::now() < deadline, "{e:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
     let reader = format!("consumer on {}", node.addr);
-    while let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(3), consumer.next()).await {
-        let d = d.unwrap();
-        let body = std::str::from_utf8(d.message().data().unwrap()).unwrap();
-        events.push(Event::Read {
-            node: reader.clone(),
-            offset: d.offset(),
-            message: MessageId {
-                producer: "harness".into(),
-                seq: body.parse().unwrap(),
-            },
-        });
-    }
-    consumer.handle().close().await.unwrap();
+    read_all(node.addr.port(), "failover", &reader, &mut events).await;
     let confirmed = events
         .iter()
         .filter(|e| matches!(e, Event::Confirmed { .. }))
@@ -365,21 +331,7 @@ async fn a_partitioned_leader_never_confirms_and_the_majority_goes_on() {
         })
         .collect();
     let node = |id: u64| brooks[id as usize - 1].as_ref().unwrap();
-    until(
-        node(1).http_addr(),
-        "a leader and 3 announced members",
-        |all| {
-            running(all) == 3
-                && agreed_leader(all).is_some()
-                && all.iter().all(|n| {
-                    !n["name"]
-                        .as_str()
-                        .unwrap_or("@unknown")
-                        .ends_with("@unknown")
-                })
-        },
-    )
-    .await;
+    formed(node(1).http_addr()).await;
     env(node(1).addr.port())
         .await
         .stream_creator()
@@ -477,14 +429,11 @@ async fn a_partitioned_leader_never_confirms_and_the_majority_goes_on() {
 /// Publishes 100 messages (`seq..seq + 100`) with a named producer; which were confirmed.
 async fn publish(port: u16, name: &str, seq: u64, brooks: &[Option<Brook>]) -> Vec<bool> {
     let env = env(port).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut producer = loop {
-        match env.producer().name(name).build("partitioned").await {
-            Ok(p) => break p,
-            Err(e) => assert!(Instant::now() < deadline, "{e:?}\n{}", logs(brooks)),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let mut producer = retry(
+        || logs(brooks),
+        || env.producer().name(name).build("partitioned"),
+    )
+    .await;
     let sent = producer.batch_send_with_confirm(messages(seq, seq + 100));
     let statuses = tokio::time::timeout(Duration::from_secs(20), sent)
         .await
@@ -504,19 +453,13 @@ async fn read_all(
 ) {
     use brook_harness::history::{Event, MessageId};
     let env = env(port).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut consumer = loop {
-        match env
-            .consumer()
+    // A restarted node announces its new stream port shortly after it starts: retry.
+    let mut consumer = retry(String::new, || {
+        env.consumer()
             .offset(OffsetSpecification::First)
             .build(stream)
-            .await
-        {
-            Ok(c) => break c,
-            Err(e) => assert!(Instant::now() < deadline, "{e:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     while let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(3), consumer.next()).await {
         let d = d.unwrap();
         let body: u64 = std::str::from_utf8(d.message().data().unwrap())
@@ -706,20 +649,13 @@ async fn a_consumer_on_a_replica_keeps_its_offset_when_the_leader_dies() {
     }
     let env = self::env(port(&brooks[1])).await;
     // Metadata names only members that answer; a client that raced it retries.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut resumed = loop {
-        let built = env
-            .consumer()
+    let mut resumed = retry(String::new, || {
+        env.consumer()
             .name("reader")
             .offset(OffsetSpecification::Offset(100))
             .build("offsets")
-            .await;
-        match built {
-            Ok(c) => break c,
-            Err(e) => assert!(Instant::now() < deadline, "{e:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     let d = tokio::time::timeout(Duration::from_secs(20), resumed.next())
         .await
         .expect("a message")

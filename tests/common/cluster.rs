@@ -108,7 +108,28 @@ pub async fn three_nodes(dir: &Path) -> (Vec<u16>, Vec<Option<Brook>>) {
     let brooks: Vec<Option<Brook>> = (1..=3)
         .map(|id| Some(start_node(id, &ports, dir)))
         .collect();
-    let http = brooks[0].as_ref().unwrap().http_addr();
+    formed(brooks[0].as_ref().unwrap().http_addr()).await;
+    (ports, brooks)
+}
+
+/// What a client does while a failover or a node's announcement is under way: tries again
+/// every 100 ms for up to 20 s, then fails with the last error and `context()`.
+pub async fn retry<T, E: std::fmt::Debug, F: std::future::Future<Output = Result<T, E>>>(
+    context: impl Fn() -> String,
+    mut attempt: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match attempt().await {
+            Ok(t) => return t,
+            Err(e) => assert!(Instant::now() < deadline, "{e:?}\n{}", context()),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the three nodes agree on a metadata leader and each has announced its name.
+pub async fn formed(http: SocketAddr) {
     until(http, "a leader and 3 announced members", |all| {
         running(all) == 3
             && agreed_leader(all).is_some()
@@ -120,5 +141,4 @@ pub async fn three_nodes(dir: &Path) -> (Vec<u16>, Vec<Option<Brook>>) {
             })
     })
     .await;
-    (ports, brooks)
 }
