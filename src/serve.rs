@@ -179,13 +179,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let broker = Broker::open(broker_config)
         .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
     let access = Arc::new(open_access(&args)?);
-    if let Some(file) = &args.load_definitions {
+    if let (Some(file), None) = (&args.load_definitions, args.node_id) {
         load_definitions(&broker, &access, file).await?;
     }
     let server = Server::bind(server_config(&args), broker.clone(), access.clone()).await?;
     let cluster = start_cluster(&args, server.local_addr()?).await?;
     if let Some(cluster) = &cluster {
         cluster.attach(broker.clone());
+        cluster.attach_access(access.clone());
+        join_cluster_access(&args, cluster, &broker, &access).await?;
     }
     let metrics = Arc::new(Metrics {
         broker: broker.clone(),
@@ -334,6 +336,36 @@ async fn start_cluster(
         .context("starting the cluster's metadata group")?;
     tracing::info!(node_id, cluster_port = %cluster.local_addr(), members = ?cluster.members(), "cluster member");
     Ok(Some(cluster))
+}
+
+/// In a cluster, users and definitions go through the metadata group, so they wait for it:
+/// until the cluster has its users (seeded by whichever node proposed first), then `--user`
+/// administrators and `--load-definitions` are applied as changes every node sees.
+async fn join_cluster_access(
+    args: &ServeArgs,
+    cluster: &Cluster,
+    broker: &Broker,
+    access: &AccessStore,
+) -> anyhow::Result<()> {
+    if args.users.is_empty() && args.load_definitions.is_none() {
+        return Ok(());
+    }
+    let mut metadata = cluster.watch();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        metadata.wait_for(|m| m.access.is_some()),
+    )
+    .await
+    .context("waiting 60 s for a majority of the cluster to apply --user and definitions")?
+    .context("the cluster stopped")?;
+    access
+        .ensure_admins(&args.users, &args.default_vhost)
+        .await
+        .context("adding the --user administrators to the cluster")?;
+    if let Some(file) = &args.load_definitions {
+        load_definitions(broker, access, file).await?;
+    }
+    Ok(())
 }
 
 /// RabbitMQ names nodes `name@host`; brook's is `brook@<hostname>`, and node N of a cluster

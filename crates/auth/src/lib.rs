@@ -4,10 +4,12 @@
 
 mod model;
 pub mod password;
+mod state;
 mod store;
 
-pub use model::{Access, Perm, Permission, User, Vhost, tags_from_list_or_string};
-pub use store::{AccessError, AccessStore, Bootstrap, Refused};
+pub use model::{Access, AccessChange, Perm, Permission, User, Vhost, tags_from_list_or_string};
+pub use state::apply_change;
+pub use store::{AccessError, AccessStore, Bootstrap, BoxFuture, Refused, Replicator};
 
 #[cfg(test)]
 mod tests;

@@ -127,3 +127,29 @@ pub struct Access {
     #[serde(default)]
     pub permissions: Vec<Permission>,
 }
+
+/// One change to the users, vhosts and permissions: what a node applies to its store, and what
+/// a cluster's metadata log carries so that every node applies the same changes in the same
+/// order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccessChange {
+    PutUser(User),
+    /// The user and its permissions.
+    DeleteUser(String),
+    PutVhost(Vhost),
+    /// The vhost and every permission in it.
+    DeleteVhost(String),
+    SetPermission(Permission),
+    ClearPermission {
+        user: String,
+        vhost: String,
+    },
+    /// A definitions file's users, vhosts and permissions, all or none.
+    Import(Access),
+    /// `--user NAME:PASSWORD`: `user` (already hashed, so that every node stores the same)
+    /// with full permissions on `vhost`, created if missing.
+    EnsureAdmin {
+        user: User,
+        vhost: String,
+    },
+}

@@ -10,7 +10,7 @@ pub const SHA512: &str = "rabbit_password_hashing_sha512";
 
 const SALT_LEN: usize = 4;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum HashError {
     #[error("unsupported hashing algorithm {0:?} (brook supports {SHA256} and {SHA512})")]
     Algorithm(String),

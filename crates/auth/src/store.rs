@@ -5,23 +5,26 @@
 //! Reads take a snapshot (an `Arc`) under a lock held for a pointer copy. Changes are
 //! serialized by an async lock held while the file is written on the blocking pool, so no
 //! fsync ever runs under a lock an async worker waits on.
+//!
+//! In a cluster the store is a copy: changes go through a [`Replicator`] (the cluster's
+//! metadata log), and every node [`AccessStore::install`]s what its log applies.
 
-use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use brook_storage::SharedStorage;
-use regex::Regex;
+use serde::{Deserialize, Serialize};
 
-use crate::model::{Access, Perm, Permission, User, Vhost};
+use crate::model::{Access, AccessChange, Perm, Permission, User, Vhost};
 use crate::password;
+use crate::state::{State, admin};
 
 const FILE: &str = "access.json";
-/// RabbitMQ refuses patterns longer than this (4.2.9+).
-const MAX_PATTERN_LEN: usize = 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum AccessError {
     #[error("no user {0:?}")]
     NoSuchUser(String),
@@ -37,6 +40,18 @@ pub enum AccessError {
     Storage(String),
     #[error("{FILE} is unreadable: {0}")]
     Unreadable(String),
+    /// The cluster could not commit the change (no majority, no leader).
+    #[error("the cluster did not take the change: {0}")]
+    Unavailable(String),
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where a clustered node's changes go: the cluster commits them and every node's store
+/// installs the result.
+pub trait Replicator: Send + Sync + std::fmt::Debug {
+    /// Commits `change`; returns its answer once this node's store holds it.
+    fn replicate(&self, change: AccessChange) -> BoxFuture<'_, Result<bool, AccessError>>;
 }
 
 /// Why a login failed.
@@ -74,148 +89,6 @@ impl Default for Bootstrap {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Compiled {
-    spec: Permission,
-    configure: Regex,
-    write: Regex,
-    read: Regex,
-}
-
-fn compile(pattern: &str) -> Result<Regex, AccessError> {
-    if pattern.len() > MAX_PATTERN_LEN {
-        return Err(AccessError::InvalidPattern(
-            pattern.chars().take(40).collect(),
-            format!("longer than {MAX_PATTERN_LEN} bytes"),
-        ));
-    }
-    // An empty pattern grants nothing, as RabbitMQ reads it as `^$`.
-    let pattern = if pattern.is_empty() { "^$" } else { pattern };
-    Regex::new(pattern).map_err(|e| AccessError::InvalidPattern(pattern.to_owned(), e.to_string()))
-}
-
-impl Compiled {
-    fn new(spec: Permission) -> Result<Self, AccessError> {
-        Ok(Self {
-            configure: compile(&spec.configure)?,
-            write: compile(&spec.write)?,
-            read: compile(&spec.read)?,
-            spec,
-        })
-    }
-
-    fn allows(&self, perm: Perm, resource: &str) -> bool {
-        match perm {
-            Perm::Configure => &self.configure,
-            Perm::Write => &self.write,
-            Perm::Read => &self.read,
-        }
-        .is_match(resource)
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-struct State {
-    users: BTreeMap<String, User>,
-    vhosts: BTreeMap<String, Vhost>,
-    /// (user, vhost) → permissions.
-    permissions: BTreeMap<(String, String), Compiled>,
-}
-
-impl State {
-    fn from_access(access: Access) -> Result<Self, AccessError> {
-        let mut state = State::default();
-        for u in access.users {
-            state.users.insert(u.name.clone(), u);
-        }
-        for v in access.vhosts {
-            state.vhosts.insert(v.name.clone(), v);
-        }
-        for p in access.permissions {
-            state
-                .permissions
-                .insert((p.user.clone(), p.vhost.clone()), Compiled::new(p)?);
-        }
-        Ok(state)
-    }
-
-    fn to_access(&self) -> Access {
-        Access {
-            users: self.users.values().cloned().collect(),
-            vhosts: self.vhosts.values().cloned().collect(),
-            permissions: self.permissions.values().map(|c| c.spec.clone()).collect(),
-        }
-    }
-
-    fn set_permission(&mut self, p: Permission) -> Result<(), AccessError> {
-        if !self.users.contains_key(&p.user) {
-            return Err(AccessError::NoSuchUser(p.user));
-        }
-        if !self.vhosts.contains_key(&p.vhost) {
-            return Err(AccessError::NoSuchVhost(p.vhost));
-        }
-        let key = (p.user.clone(), p.vhost.clone());
-        self.permissions.insert(key, Compiled::new(p)?);
-        Ok(())
-    }
-
-    fn put_user(&mut self, user: User) -> Result<(), AccessError> {
-        if user.name.is_empty() {
-            return Err(AccessError::EmptyName);
-        }
-        password::check_algorithm(&user.hashing_algorithm)?;
-        password::check_stored(&user.password_hash)?;
-        self.users.insert(user.name.clone(), user);
-        Ok(())
-    }
-
-    /// The default vhost and user of a fresh store; the `--user` administrators.
-    fn bootstrap(&mut self, b: &Bootstrap) -> Result<bool, AccessError> {
-        let mut changed = false;
-        if self.users.is_empty() || self.vhosts.is_empty() {
-            self.vhosts
-                .entry(b.default_vhost.clone())
-                .or_insert_with(|| Vhost::named(&b.default_vhost));
-            let mut users = vec![(b.default_user.clone(), b.default_pass.clone())];
-            users.extend(b.ensure_users.iter().cloned());
-            for (name, pass) in users {
-                self.ensure_admin(&name, &pass, &b.default_vhost)?;
-            }
-            return Ok(true);
-        }
-        for (name, pass) in &b.ensure_users {
-            let current = self.users.get(name);
-            if current
-                .is_none_or(|u| !password::verify(&u.hashing_algorithm, &u.password_hash, pass))
-            {
-                self.ensure_admin(name, pass, &b.default_vhost)?;
-                changed = true;
-            }
-        }
-        Ok(changed)
-    }
-
-    fn ensure_admin(&mut self, name: &str, pass: &str, vhost: &str) -> Result<(), AccessError> {
-        self.vhosts
-            .entry(vhost.to_owned())
-            .or_insert_with(|| Vhost::named(vhost));
-        self.put_user(User {
-            name: name.to_owned(),
-            password_hash: password::hash(pass),
-            hashing_algorithm: password::SHA256.to_owned(),
-            tags: vec!["administrator".into()],
-            limits: Default::default(),
-        })?;
-        self.set_permission(Permission {
-            user: name.to_owned(),
-            vhost: vhost.to_owned(),
-            configure: ".*".into(),
-            write: ".*".into(),
-            read: ".*".into(),
-        })
-    }
-}
-
 /// Users, vhosts and permissions; share it with `Arc`.
 #[derive(Debug)]
 pub struct AccessStore {
@@ -224,6 +97,8 @@ pub struct AccessStore {
     storage: SharedStorage,
     dir: PathBuf,
     loopback_users: Vec<String>,
+    /// Set once the node is part of a cluster.
+    replicator: OnceLock<Arc<dyn Replicator>>,
 }
 
 impl AccessStore {
@@ -247,6 +122,7 @@ impl AccessStore {
             storage,
             dir: dir.to_owned(),
             loopback_users: bootstrap.loopback_users.clone(),
+            replicator: OnceLock::new(),
         })
     }
 
@@ -367,62 +243,88 @@ impl AccessStore {
             .collect()
     }
 
+    /// From now on, changes go through `replicator` (this node joined a cluster).
+    pub fn replicate_through(&self, replicator: Arc<dyn Replicator>) {
+        if self.replicator.set(replicator).is_err() {
+            tracing::warn!("the access store already replicates");
+        }
+    }
+
+    /// Replaces everything with what the cluster holds (this node's copy follows the
+    /// cluster's metadata log). It is current even if saving it fails: the cluster's log is
+    /// what keeps it, and `access.json` only lets the node check logins before it rejoins.
+    pub fn install(&self, access: Access) -> Result<(), AccessError> {
+        let state = Arc::new(State::from_access(access)?);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = state.clone();
+        brook_storage::json::write(&*self.storage, &self.dir, FILE, &state.to_access())
+            .map_err(|e| AccessError::Storage(e.to_string()))
+    }
+
+    /// Applies `change` here, or through the cluster when there is one.
+    pub async fn change(&self, change: AccessChange) -> Result<bool, AccessError> {
+        let Some(replicator) = self.replicator.get() else {
+            return self.update(|s| s.apply(change)).await;
+        };
+        // Checked against this node's copy first, so that a change the state refuses gets
+        // its own error without a round through the cluster (which checks it again against
+        // the state it applies to).
+        (*self.now()).clone().apply(change.clone())?;
+        replicator.replicate(change).await
+    }
+
     pub async fn put_user(&self, user: User) -> Result<(), AccessError> {
-        self.update(|s| s.put_user(user)).await
+        self.change(AccessChange::PutUser(user)).await.map(drop)
     }
 
     /// Deletes a user and its permissions. Returns whether it existed.
     pub async fn delete_user(&self, name: &str) -> Result<bool, AccessError> {
-        self.update(|s| {
-            s.permissions.retain(|(u, _), _| u != name);
-            Ok(s.users.remove(name).is_some())
-        })
-        .await
+        self.change(AccessChange::DeleteUser(name.to_owned())).await
     }
 
     /// Creates or updates a vhost. Returns whether it was created.
     pub async fn put_vhost(&self, vhost: Vhost) -> Result<bool, AccessError> {
-        self.update(|s| Ok(s.vhosts.insert(vhost.name.clone(), vhost).is_none()))
-            .await
+        self.change(AccessChange::PutVhost(vhost)).await
     }
 
     /// Deletes a vhost and every permission in it (its streams are the broker's to delete).
     pub async fn delete_vhost(&self, name: &str) -> Result<bool, AccessError> {
-        self.update(|s| {
-            s.permissions.retain(|(_, v), _| v != name);
-            Ok(s.vhosts.remove(name).is_some())
-        })
-        .await
+        self.change(AccessChange::DeleteVhost(name.to_owned()))
+            .await
     }
 
     pub async fn set_permission(&self, p: Permission) -> Result<(), AccessError> {
-        self.update(|s| s.set_permission(p)).await
+        self.change(AccessChange::SetPermission(p)).await.map(drop)
     }
 
     /// Returns whether there were permissions to clear.
     pub async fn clear_permission(&self, user: &str, vhost: &str) -> Result<bool, AccessError> {
-        self.update(|s| {
-            Ok(s.permissions
-                .remove(&(user.to_owned(), vhost.to_owned()))
-                .is_some())
-        })
-        .await
+        let (user, vhost) = (user.to_owned(), vhost.to_owned());
+        self.change(AccessChange::ClearPermission { user, vhost })
+            .await
     }
 
     /// Adds or replaces the users, vhosts and permissions of a definitions file, all or none.
     pub async fn import(&self, access: Access) -> Result<(), AccessError> {
-        self.update(|s| {
-            for v in access.vhosts {
-                s.vhosts.insert(v.name.clone(), v);
+        self.change(AccessChange::Import(access)).await.map(drop)
+    }
+
+    /// Makes sure of the `--user NAME:PASSWORD` administrators, with full permissions on
+    /// `vhost`: for a clustered node, whose own bootstrap the cluster's users replace.
+    pub async fn ensure_admins(
+        &self,
+        users: &[(String, String)],
+        vhost: &str,
+    ) -> Result<(), AccessError> {
+        for (name, pass) in users {
+            let current = self.user(name);
+            if current
+                .is_none_or(|u| !password::verify(&u.hashing_algorithm, &u.password_hash, pass))
+            {
+                let (user, vhost) = (admin(name, pass), vhost.to_owned());
+                self.change(AccessChange::EnsureAdmin { user, vhost })
+                    .await?;
             }
-            for u in access.users {
-                s.put_user(u)?;
-            }
-            for p in access.permissions {
-                s.set_permission(p)?;
-            }
-            Ok(())
-        })
-        .await
+        }
+        Ok(())
     }
 }

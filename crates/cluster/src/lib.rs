@@ -11,6 +11,7 @@
 //! - `network`, `server`: the cluster port, over which nodes vote, replicate the log and
 //!   forward proposals to the leader;
 //! - `node`: [`Cluster`], a running member;
+//! - `access`: users, vhosts and permissions, one copy per node, changed through the log;
 //! - `hooks`, `streams`, `replication`, `failover`: the broker in the cluster — creation and placement
 //!   through the metadata group, hosting what the metadata says, and the leader → replica
 //!   link that carries each stream's chunks.
@@ -19,6 +20,7 @@
 // to choose.
 #![allow(clippy::result_large_err)]
 
+mod access;
 mod failover;
 mod hooks;
 mod log_store;

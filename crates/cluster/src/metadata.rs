@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use brook_auth::{Access, AccessChange, AccessError};
 use serde::{Deserialize, Serialize};
 
 pub type NodeId = u64;
@@ -83,6 +84,11 @@ pub enum Command {
         epoch: u64,
         tail: Tail,
     },
+    /// A node's own users, vhosts and permissions, which become the cluster's if it has none
+    /// yet (the first node to propose them wins; `access.rs`).
+    SeedAccess(Access),
+    /// A change to the cluster's users, vhosts and permissions.
+    Access(AccessChange),
 }
 
 /// What applying a command changed, for the nodes to act on.
@@ -102,8 +108,11 @@ pub enum Applied {
         epoch: u64,
         leader: NodeId,
     },
-    /// A report about an epoch that is over: nothing to do.
+    /// A report about an epoch that is over, or access for a cluster that has its own:
+    /// nothing to do.
     Stale,
+    /// The users, vhosts or permissions changed; the change's answer (`AccessStore::change`).
+    AccessChanged(bool),
 }
 
 /// A command that cannot apply; the state is unchanged.
@@ -115,6 +124,9 @@ pub enum MetadataError {
     UnknownStream(StreamKey),
     NotAMember(NodeId),
     NoNodes,
+    Access(AccessError),
+    /// An access change before any node proposed the cluster's first users.
+    AccessNotSeeded,
 }
 
 impl fmt::Display for MetadataError {
@@ -126,6 +138,8 @@ impl fmt::Display for MetadataError {
             MetadataError::UnknownStream(k) => write!(f, "stream {:?} does not exist", k.name),
             MetadataError::NotAMember(n) => write!(f, "node {n} is not a member of the stream"),
             MetadataError::NoNodes => write!(f, "the cluster has no nodes"),
+            MetadataError::Access(e) => write!(f, "{e}"),
+            MetadataError::AccessNotSeeded => write!(f, "the cluster has no users yet"),
         }
     }
 }
@@ -147,6 +161,9 @@ pub struct Metadata {
     /// A list in JSON: JSON object keys are strings, and a stream's key is two.
     #[serde(with = "as_pairs")]
     pub streams: BTreeMap<StreamKey, StreamMeta>,
+    /// Users, vhosts and permissions, once a node has seeded them.
+    #[serde(default)]
+    pub access: Option<Access>,
 }
 
 mod as_pairs {
@@ -197,6 +214,8 @@ impl Metadata {
                 epoch,
                 tail,
             } => self.member_stopped(key, node, epoch, tail),
+            Command::SeedAccess(access) => Ok(self.seed_access(access)),
+            Command::Access(change) => self.change_access(change),
         }
     }
 

@@ -13,8 +13,10 @@ use openraft::{BasicNode, ServerState};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use brook_auth::AccessStore;
 use brook_broker::Broker;
 
+use crate::access::AccessReplicator;
 use crate::hooks::Hooks;
 use crate::log_store::{LogOpenError, LogStore};
 use crate::metadata::{Applied, Command, Metadata, MetadataError, NodeId, NodeInfo, StreamKey};
@@ -62,6 +64,8 @@ pub enum StartError {
 pub struct Cluster {
     id: NodeId,
     raft: Raft,
+    /// openraft's state machine, shared: users are installed from it (`access.rs`).
+    state: StateMachine,
     metadata: watch::Receiver<Arc<Metadata>>,
     members: BTreeMap<NodeId, String>,
     started: Instant,
@@ -135,7 +139,7 @@ impl Cluster {
             .map_err(StartError::Snapshot)?;
         let metadata = state.subscribe();
         let network = Network::new(config.members.clone());
-        let raft = Raft::new(config.node_id, raft_config()?, network, log, state)
+        let raft = Raft::new(config.node_id, raft_config()?, network, log, state.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let local_addr = listener.local_addr().map_err(|source| StartError::Listen {
@@ -145,6 +149,7 @@ impl Cluster {
         let cluster = Arc::new(Cluster {
             id: config.node_id,
             raft: raft.clone(),
+            state,
             metadata,
             members: config.members.clone(),
             started: Instant::now(),
@@ -207,6 +212,27 @@ impl Cluster {
         tokio::spawn(crate::streams::watch(self.clone()));
         tokio::spawn(crate::failover::watch(self.clone()));
         tokio::spawn(self.clone().watch_peers());
+    }
+
+    /// Makes `store` a copy of the cluster's users, vhosts and permissions: its changes go
+    /// through the metadata group, and it follows what the group applies (`access.rs`).
+    pub fn attach_access(self: &Arc<Self>, store: Arc<AccessStore>) {
+        let replicator = Arc::new(AccessReplicator {
+            cluster: Arc::downgrade(self),
+            seed: store.export(),
+        });
+        self.state.set_access_store(store.clone());
+        store.replicate_through(replicator.clone());
+        let node = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Err(e) = replicator.seed().await {
+                if node.upgrade().is_none_or(|n| n.is_stopped()) {
+                    return;
+                }
+                tracing::debug!("seeding the cluster's users: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
     }
 
     /// Asks every member for its status once a second, so that `Metadata` answers leave out

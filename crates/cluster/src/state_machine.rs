@@ -15,7 +15,9 @@ use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::metadata::Metadata;
+use brook_auth::AccessStore;
+
+use crate::metadata::{Applied, Metadata};
 use crate::raft::{
     Entry, LogId, Response, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -38,6 +40,8 @@ struct Inner {
     snapshot: Option<StoredSnapshot>,
     /// Snapshots built, to give each an id of its own.
     built: u64,
+    /// This node's users, vhosts and permissions, kept equal to the metadata's (`access.rs`).
+    access_store: Option<Arc<AccessStore>>,
 }
 
 /// The metadata group's state machine; clones share it.
@@ -82,6 +86,7 @@ impl StateMachine {
                 metadata,
                 snapshot,
                 built: 0,
+                access_store: None,
             })),
             published: Arc::new(published),
         })
@@ -99,9 +104,29 @@ impl StateMachine {
     fn publish(&self, metadata: Metadata) {
         self.published.send_replace(Arc::new(metadata));
     }
+
+    /// Keeps `store` equal to the metadata's users from now on, starting with the current
+    /// ones. Under the state's lock, so that no apply installs a newer state before it.
+    pub fn set_access_store(&self, store: Arc<AccessStore>) {
+        let mut inner = self.lock();
+        inner.access_store = Some(store);
+        inner.install_access();
+    }
 }
 
 impl Inner {
+    /// Installs the metadata's users into this node's store. A failure to save them is only
+    /// logged: the metadata log keeps them, and stopping the state machine would stop the
+    /// node's part in the cluster for a cache file.
+    fn install_access(&self) {
+        let (Some(store), Some(access)) = (&self.access_store, &self.metadata.access) else {
+            return;
+        };
+        if let Err(e) = store.install(access.clone()) {
+            tracing::error!("installing the cluster's users, vhosts and permissions: {e}");
+        }
+    }
+
     fn save(&mut self, snapshot: StoredSnapshot) -> io::Result<()> {
         let bytes = serde_json::to_vec(&snapshot).map_err(io::Error::other)?;
         brook_storage::write_atomically(self.storage.as_ref(), &self.dir, SNAPSHOT, &bytes)?;
@@ -168,6 +193,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             });
         }
+        if answers
+            .iter()
+            .any(|a| matches!(a, Some(Ok(Applied::AccessChanged(_)))))
+        {
+            inner.install_access();
+        }
         let metadata = inner.metadata.clone();
         drop(inner);
         self.publish(metadata);
@@ -199,6 +230,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         inner.last_applied = meta.last_log_id;
         inner.membership = meta.last_membership.clone();
         inner.metadata = metadata.clone();
+        inner.install_access();
         drop(inner);
         self.publish(metadata);
         Ok(())

@@ -109,6 +109,12 @@ impl From<brook_auth::AccessError> for ApiError {
             brook_auth::AccessError::Storage(_) | brook_auth::AccessError::Unreadable(_) => {
                 ApiError::Internal(e.to_string())
             }
+            // No majority: the client may retry, as with RabbitMQ's metadata store timeouts.
+            brook_auth::AccessError::Unavailable(reason) => ApiError::Custom {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                error: "unavailable".into(),
+                reason,
+            },
             e => ApiError::BadRequest(e.to_string()),
         }
     }
