@@ -13,6 +13,7 @@ use crate::args::StreamArgs;
 use crate::error::Error;
 use crate::registry::{Broker, Shipments, Slot};
 use crate::stream::{Command, Role, StreamId};
+use crate::super_streams::{SuperStreamAnswer, SuperStreamChange};
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -43,6 +44,12 @@ pub trait ClusterHooks: Send + Sync + std::fmt::Debug {
     fn members(&self, id: &StreamId) -> Option<Members>;
     /// A consumer on a replica stored an offset: it belongs to the leader's log.
     fn store_offset(&self, id: &StreamId, reference: &str, offset: u64);
+    /// Changes the super stream definitions cluster-wide; returns once this node holds the
+    /// result ([`Broker::install_super_streams`]).
+    fn super_streams(
+        &self,
+        change: SuperStreamChange,
+    ) -> BoxFuture<Result<SuperStreamAnswer, Error>>;
 }
 
 /// A stream this node hosts, as the cluster's replication link sees it.

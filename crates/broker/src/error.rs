@@ -1,7 +1,7 @@
 use brook_protocol::ResponseCode;
 
 /// Why a request failed, in the domain's terms. Each maps to one protocol response code.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum Error {
     #[error("stream {0:?} does not exist")]
     StreamDoesNotExist(String),

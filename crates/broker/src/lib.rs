@@ -58,7 +58,9 @@ pub use outgoing::{ControlEvent, ControlSender, Outgoing, OutgoingSender};
 pub use registry::{Broker, Shipments, stream_name};
 pub use session::{Session, Subscribed};
 pub use stream::{Role, StreamId, Tracked};
-pub use super_streams::SuperStream;
+pub use super_streams::{
+    SuperStream, SuperStreamAnswer, SuperStreamChange, SuperStreamMap, apply_super_stream_change,
+};
 pub use verify::{DataDirReport, StreamReport, verify_data_dir};
 
 /// Publisher and consumer references are stored with a one-byte length.

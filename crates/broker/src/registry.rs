@@ -437,7 +437,7 @@ impl Broker {
         if let Err(e) = removed {
             tracing::error!(stream = %id, "removing the stream's files: {e}");
         }
-        self.inner.super_streams.remove_partition(vhost, name).await;
+        self.drop_partition(vhost, name).await;
         tracing::info!(stream = %id, "stream deleted");
         Ok(())
     }

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use brook_broker::cluster::{BoxFuture, ClusterHooks, Endpoint, Members};
-use brook_broker::{Error, StreamId};
+use brook_broker::{Error, StreamId, SuperStreamAnswer, SuperStreamChange};
 
-use crate::metadata::{Command, Locator, MetadataError, NodeId, StreamKey};
+use crate::metadata::{Applied, Command, Locator, MetadataError, NodeId, StreamKey};
 use crate::network::{CALL_TIMEOUT, Peer, Request};
 use crate::node::Cluster;
 
@@ -147,6 +147,23 @@ impl ClusterHooks for Hooks {
                 .filter(|n| **n != stream.leader && self.cluster.is_reachable(**n))
                 .filter_map(at)
                 .collect(),
+        })
+    }
+
+    fn super_streams(
+        &self,
+        change: SuperStreamChange,
+    ) -> BoxFuture<Result<SuperStreamAnswer, Error>> {
+        let cluster = self.cluster.clone();
+        Box::pin(async move {
+            let unavailable = |reason: String| Error::Internal(format!("cluster: {reason}"));
+            match cluster.propose(Command::SuperStream(change)).await {
+                Ok(Ok(Applied::SuperStreamChanged(answer))) => Ok(answer),
+                Ok(Err(MetadataError::SuperStream(e))) => Err(e),
+                Ok(Ok(other)) => Err(unavailable(format!("unexpected answer {other:?}"))),
+                Ok(Err(e)) => Err(unavailable(e.to_string())),
+                Err(e) => Err(unavailable(e.to_string())),
+            }
         })
     }
 

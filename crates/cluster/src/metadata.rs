@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use brook_auth::{Access, AccessChange, AccessError};
+use brook_broker::{
+    SuperStreamAnswer, SuperStreamChange, SuperStreamMap, apply_super_stream_change,
+};
 use serde::{Deserialize, Serialize};
 
 pub type NodeId = u64;
@@ -89,6 +92,8 @@ pub enum Command {
     SeedAccess(Access),
     /// A change to the cluster's users, vhosts and permissions.
     Access(AccessChange),
+    /// A change to the super stream definitions.
+    SuperStream(SuperStreamChange),
 }
 
 /// What applying a command changed, for the nodes to act on.
@@ -113,6 +118,7 @@ pub enum Applied {
     Stale,
     /// The users, vhosts or permissions changed; the change's answer (`AccessStore::change`).
     AccessChanged(bool),
+    SuperStreamChanged(SuperStreamAnswer),
 }
 
 /// A command that cannot apply; the state is unchanged.
@@ -127,6 +133,7 @@ pub enum MetadataError {
     Access(AccessError),
     /// An access change before any node proposed the cluster's first users.
     AccessNotSeeded,
+    SuperStream(brook_broker::Error),
 }
 
 impl fmt::Display for MetadataError {
@@ -140,6 +147,7 @@ impl fmt::Display for MetadataError {
             MetadataError::NoNodes => write!(f, "the cluster has no nodes"),
             MetadataError::Access(e) => write!(f, "{e}"),
             MetadataError::AccessNotSeeded => write!(f, "the cluster has no users yet"),
+            MetadataError::SuperStream(e) => write!(f, "{e}"),
         }
     }
 }
@@ -164,26 +172,30 @@ pub struct Metadata {
     /// Users, vhosts and permissions, once a node has seeded them.
     #[serde(default)]
     pub access: Option<Access>,
+    /// Super stream definitions, (vhost, name) → partitions and binding keys.
+    #[serde(default, with = "as_pairs")]
+    pub super_streams: SuperStreamMap,
 }
 
+/// A map as a list of pairs in JSON, whose object keys can only be strings.
 mod as_pairs {
-    use super::{StreamKey, StreamMeta};
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use std::collections::BTreeMap;
 
-    pub fn serialize<S: Serializer>(
-        map: &BTreeMap<StreamKey, StreamMeta>,
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &BTreeMap<K, V>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
         s.collect_seq(map.iter())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<StreamKey, StreamMeta>, D::Error> {
-        Ok(Vec::<(StreamKey, StreamMeta)>::deserialize(d)?
-            .into_iter()
-            .collect())
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
     }
 }
 
@@ -204,10 +216,7 @@ impl Metadata {
                 locator,
                 declared_on,
             } => self.create(key, arguments, size, locator, declared_on),
-            Command::DeleteStream { key } => match self.streams.remove(&key) {
-                Some(_) => Ok(Applied::StreamDeleted(key)),
-                None => Err(MetadataError::UnknownStream(key)),
-            },
+            Command::DeleteStream { key } => self.delete(key),
             Command::MemberStopped {
                 key,
                 node,
@@ -216,7 +225,26 @@ impl Metadata {
             } => self.member_stopped(key, node, epoch, tail),
             Command::SeedAccess(access) => Ok(self.seed_access(access)),
             Command::Access(change) => self.change_access(change),
+            Command::SuperStream(change) => {
+                apply_super_stream_change(&mut self.super_streams, change)
+                    .map(Applied::SuperStreamChanged)
+                    .map_err(MetadataError::SuperStream)
+            }
         }
+    }
+
+    /// A deleted stream also leaves the super streams it was a partition of.
+    fn delete(&mut self, key: StreamKey) -> Result<Applied, MetadataError> {
+        if self.streams.remove(&key).is_none() {
+            return Err(MetadataError::UnknownStream(key));
+        }
+        let partition = SuperStreamChange::DropPartition {
+            vhost: key.vhost.clone(),
+            stream: key.name.clone(),
+        };
+        // DropPartition cannot fail; if it ever did, the stream is deleted all the same.
+        let _ = apply_super_stream_change(&mut self.super_streams, partition);
+        Ok(Applied::StreamDeleted(key))
     }
 
     /// Streams each node leads.

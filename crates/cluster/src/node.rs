@@ -209,6 +209,7 @@ impl Cluster {
             return;
         }
         broker.set_cluster(Arc::new(Hooks::new(self.clone())));
+        self.state.set_broker(broker.clone());
         tokio::spawn(crate::streams::watch(self.clone()));
         tokio::spawn(crate::failover::watch(self.clone()));
         tokio::spawn(self.clone().watch_peers());

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use brook_auth::AccessStore;
+use brook_broker::Broker;
 
 use crate::metadata::{Applied, Metadata};
 use crate::raft::{
@@ -42,6 +43,8 @@ struct Inner {
     built: u64,
     /// This node's users, vhosts and permissions, kept equal to the metadata's (`access.rs`).
     access_store: Option<Arc<AccessStore>>,
+    /// This node's broker, whose super stream definitions are kept equal to the metadata's.
+    broker: Option<Broker>,
 }
 
 /// The metadata group's state machine; clones share it.
@@ -87,6 +90,7 @@ impl StateMachine {
                 snapshot,
                 built: 0,
                 access_store: None,
+                broker: None,
             })),
             published: Arc::new(published),
         })
@@ -112,6 +116,13 @@ impl StateMachine {
         inner.access_store = Some(store);
         inner.install_access();
     }
+
+    /// Keeps `broker`'s super stream definitions equal to the metadata's from now on.
+    pub fn set_broker(&self, broker: Broker) {
+        let mut inner = self.lock();
+        inner.broker = Some(broker);
+        inner.install_super_streams();
+    }
 }
 
 impl Inner {
@@ -124,6 +135,12 @@ impl Inner {
         };
         if let Err(e) = store.install(access.clone()) {
             tracing::error!("installing the cluster's users, vhosts and permissions: {e}");
+        }
+    }
+
+    fn install_super_streams(&self) {
+        if let Some(broker) = &self.broker {
+            broker.install_super_streams(self.metadata.super_streams.clone());
         }
     }
 
@@ -193,11 +210,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             });
         }
-        if answers
-            .iter()
-            .any(|a| matches!(a, Some(Ok(Applied::AccessChanged(_)))))
-        {
+        let applied = || answers.iter().filter_map(|a| a.as_ref()?.as_ref().ok());
+        if applied().any(|a| matches!(a, Applied::AccessChanged(_))) {
             inner.install_access();
+        }
+        if applied().any(|a| {
+            matches!(
+                a,
+                Applied::SuperStreamChanged(_) | Applied::StreamDeleted(_)
+            )
+        }) {
+            inner.install_super_streams();
         }
         let metadata = inner.metadata.clone();
         drop(inner);
@@ -231,6 +254,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         inner.membership = meta.last_membership.clone();
         inner.metadata = metadata.clone();
         inner.install_access();
+        inner.install_super_streams();
         drop(inner);
         self.publish(metadata);
         Ok(())

@@ -3,10 +3,14 @@
 //! deletes them whole (CreateSuperStream, DeleteSuperStream); the management API builds them
 //! as RabbitMQ's CLI does, from an exchange declaration and one binding per partition.
 //!
-//! `store.rs` keeps the definitions on disk; this file is what the broker does with them.
+//! `change.rs` is every change to the definitions, `store.rs` keeps them on disk; this file is
+//! what the broker does with them. In a cluster, changes go through the cluster's metadata,
+//! which installs the result on every node.
 
+mod change;
 mod store;
 
+pub use change::{SuperStreamAnswer, SuperStreamChange, SuperStreamMap, apply_super_stream_change};
 pub use store::SuperStream;
 pub(crate) use store::{SuperStreams, count_in};
 
@@ -49,16 +53,12 @@ impl Broker {
                 partitions: partitions.to_vec(),
                 binding_keys: binding_keys.to_vec(),
             };
+            let (vhost, name) = (vhost.to_owned(), name.to_owned());
             let added = self
-                .inner
-                .super_streams
-                .update(|map| {
-                    let key = (vhost.to_owned(), name.to_owned());
-                    if map.contains_key(&key) {
-                        return Err(Error::StreamAlreadyExists(name.to_owned()));
-                    }
-                    map.insert(key, definition);
-                    Ok(())
+                .super_stream_change(SuperStreamChange::Create {
+                    vhost,
+                    name,
+                    definition,
                 })
                 .await;
             failure = added.err();
@@ -75,14 +75,7 @@ impl Broker {
 
     /// Deletes a super stream and all its partitions.
     pub async fn delete_super_stream(&self, vhost: &str, name: &str) -> Result<(), Error> {
-        let removed = self
-            .inner
-            .super_streams
-            .update(|map| {
-                map.remove(&(vhost.to_owned(), name.to_owned()))
-                    .ok_or_else(|| Error::StreamDoesNotExist(name.to_owned()))
-            })
-            .await?;
+        let removed = self.remove_super_stream(vhost, name).await?;
         for p in &removed.partitions {
             match self.delete_stream(vhost, p).await {
                 Ok(()) | Err(Error::StreamDoesNotExist(_)) => {}
@@ -133,27 +126,31 @@ impl Broker {
     /// added with [`Broker::bind_partition`].
     pub async fn declare_super_stream(&self, vhost: &str, name: &str) -> Result<bool, Error> {
         validate_name(name)?;
-        let key = (vhost.to_owned(), name.to_owned());
         if self.inner.super_streams.contains(vhost, name) {
             return Ok(false);
         }
-        self.inner
-            .super_streams
-            .update(|map| Ok(map.insert(key, SuperStream::default()).is_none()))
-            .await
+        let (vhost, name) = (vhost.to_owned(), name.to_owned());
+        let answer = self
+            .super_stream_change(SuperStreamChange::Declare { vhost, name })
+            .await?;
+        Ok(answer == SuperStreamAnswer::Changed(true))
     }
 
     /// Removes a super stream's definition and keeps its partition streams, as deleting the
     /// exchange does in RabbitMQ (its bindings go with it, its queues stay).
     pub async fn forget_super_stream(&self, vhost: &str, name: &str) -> Result<(), Error> {
-        self.inner
-            .super_streams
-            .update(|map| {
-                map.remove(&(vhost.to_owned(), name.to_owned()))
-                    .map(drop)
-                    .ok_or_else(|| Error::StreamDoesNotExist(name.to_owned()))
-            })
-            .await
+        self.remove_super_stream(vhost, name).await.map(drop)
+    }
+
+    async fn remove_super_stream(&self, vhost: &str, name: &str) -> Result<SuperStream, Error> {
+        let (vhost, name) = (vhost.to_owned(), name.to_owned());
+        match self
+            .super_stream_change(SuperStreamChange::Remove { vhost, name })
+            .await?
+        {
+            SuperStreamAnswer::Removed(definition) => Ok(definition),
+            other => Err(Error::Internal(format!("removing answered {other:?}"))),
+        }
     }
 
     /// Binds `stream` to a super stream with `binding_key` (RabbitMQ's binding with the
@@ -170,15 +167,15 @@ impl Broker {
         if !self.stream_exists(vhost, stream) {
             return Err(Error::StreamDoesNotExist(stream.to_owned()));
         }
-        self.inner
-            .super_streams
-            .update(|map| {
-                let ss = map
-                    .get_mut(&(vhost.to_owned(), super_stream.to_owned()))
-                    .ok_or_else(|| Error::StreamDoesNotExist(super_stream.to_owned()))?;
-                ss.bind(stream, binding_key, order)
-            })
-            .await
+        self.super_stream_change(SuperStreamChange::Bind {
+            vhost: vhost.to_owned(),
+            super_stream: super_stream.to_owned(),
+            stream: stream.to_owned(),
+            key: binding_key.to_owned(),
+            order,
+        })
+        .await
+        .map(drop)
     }
 
     /// Removes one binding; false if there was none.
@@ -189,14 +186,50 @@ impl Broker {
         stream: &str,
         binding_key: &str,
     ) -> Result<bool, Error> {
-        self.inner
-            .super_streams
-            .update(|map| {
-                let ss = map
-                    .get_mut(&(vhost.to_owned(), super_stream.to_owned()))
-                    .ok_or_else(|| Error::StreamDoesNotExist(super_stream.to_owned()))?;
-                Ok(ss.unbind(stream, binding_key))
+        let answer = self
+            .super_stream_change(SuperStreamChange::Unbind {
+                vhost: vhost.to_owned(),
+                super_stream: super_stream.to_owned(),
+                stream: stream.to_owned(),
+                key: binding_key.to_owned(),
             })
-            .await
+            .await?;
+        Ok(answer == SuperStreamAnswer::Changed(true))
+    }
+
+    /// Applies a change here, or through the cluster when there is one.
+    async fn super_stream_change(
+        &self,
+        change: SuperStreamChange,
+    ) -> Result<SuperStreamAnswer, Error> {
+        let Some(cluster) = self.inner.cluster.get() else {
+            return self.inner.super_streams.change(change).await;
+        };
+        // Checked against this node's copy first, so that a change the definitions refuse
+        // gets its own error without a round through the cluster (which checks it again).
+        self.inner.super_streams.check(change.clone())?;
+        cluster.super_streams(change).await
+    }
+
+    /// A deleted stream leaves the super streams it was a partition of. In a cluster the
+    /// metadata does that itself when it applies the deletion.
+    pub(crate) async fn drop_partition(&self, vhost: &str, stream: &str) {
+        if self.inner.cluster.get().is_some()
+            || !self.inner.super_streams.holds_partition(vhost, stream)
+        {
+            return;
+        }
+        let (vhost, stream) = (vhost.to_owned(), stream.to_owned());
+        let change = SuperStreamChange::DropPartition { vhost, stream };
+        if let Err(e) = self.inner.super_streams.change(change).await {
+            tracing::error!("removing a deleted stream from its super stream: {e}");
+        }
+    }
+
+    /// Makes the cluster's super stream definitions this node's.
+    pub fn install_super_streams(&self, map: SuperStreamMap) {
+        if let Err(e) = self.inner.super_streams.install(map) {
+            tracing::error!("installing the cluster's super streams: {e}");
+        }
     }
 }

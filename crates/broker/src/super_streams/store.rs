@@ -12,6 +12,9 @@ use std::sync::RwLock;
 use brook_storage::SharedStorage;
 use serde::{Deserialize, Serialize};
 
+use super::change::{
+    SuperStreamAnswer, SuperStreamChange, SuperStreamMap, apply_super_stream_change,
+};
 use crate::Error;
 use crate::catalog;
 
@@ -26,8 +29,7 @@ pub struct SuperStream {
     pub binding_keys: Vec<String>,
 }
 
-/// (vhost, name) → definition.
-pub(crate) type Map = BTreeMap<(String, String), SuperStream>;
+type Map = SuperStreamMap;
 
 /// The file: a list of definitions with their vhost. Files written before vhosts are a map
 /// from name to definition, all in `/`.
@@ -132,12 +134,11 @@ impl SuperStreams {
             .position(|p| p == stream)
     }
 
-    /// Applies `change` to a copy of the map; if it returns `Ok`, persists the copy and makes
-    /// it current.
-    pub(crate) async fn update<T>(
+    /// Applies `change` to a copy of the definitions, saves the copy and makes it current.
+    pub(crate) async fn change(
         &self,
-        change: impl FnOnce(&mut Map) -> Result<T, Error>,
-    ) -> Result<T, Error> {
+        change: SuperStreamChange,
+    ) -> Result<SuperStreamAnswer, Error> {
         if let Some(reason) = &self.unreadable {
             return Err(Error::Internal(format!(
                 "super stream definitions are unreadable: {reason}"
@@ -145,7 +146,7 @@ impl SuperStreams {
         }
         let _serialized = self.changes.lock().await;
         let mut map = self.read().clone();
-        let out = change(&mut map)?;
+        let out = apply_super_stream_change(&mut map, change)?;
         let (storage, dir, file) = (self.storage.clone(), self.dir.clone(), File::of(&map));
         tokio::task::spawn_blocking(move || catalog::write_json(&*storage, &dir, FILE, &file))
             .await
@@ -155,32 +156,28 @@ impl SuperStreams {
         Ok(out)
     }
 
-    /// Takes a deleted stream out of every super stream of its vhost (as RabbitMQ drops a
-    /// deleted queue's bindings).
-    pub(crate) async fn remove_partition(&self, vhost: &str, stream: &str) {
-        let in_vhost = |(v, _): &(String, String)| v == vhost;
-        let holds = |ss: &SuperStream| ss.partitions.iter().any(|p| p == stream);
-        if !self.read().iter().any(|(k, ss)| in_vhost(k) && holds(ss)) {
-            return;
+    /// Checks `change` against the current definitions without applying it.
+    pub(crate) fn check(&self, change: SuperStreamChange) -> Result<(), Error> {
+        apply_super_stream_change(&mut self.read().clone(), change).map(drop)
+    }
+
+    /// Replaces the definitions with the cluster's (this node's copy follows the metadata
+    /// log). A file that was unreadable at startup is left alone, as always.
+    pub(crate) fn install(&self, map: SuperStreamMap) -> Result<(), Error> {
+        let file = File::of(&map);
+        *self.map.write().unwrap_or_else(|e| e.into_inner()) = map;
+        if self.unreadable.is_some() {
+            return Ok(());
         }
-        let result = self
-            .update(|map| {
-                for ss in map
-                    .iter_mut()
-                    .filter(|(k, _)| in_vhost(k))
-                    .map(|(_, ss)| ss)
-                {
-                    while let Some(i) = ss.partitions.iter().position(|p| p == stream) {
-                        ss.partitions.remove(i);
-                        ss.binding_keys.remove(i);
-                    }
-                }
-                Ok(())
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(stream, "removing the partition from its super stream: {e}");
-        }
+        catalog::write_json(&*self.storage, &self.dir, FILE, &file)
+            .map_err(|e| Error::Internal(format!("saving {FILE}: {e}")))
+    }
+
+    /// Whether a deleted stream is a partition of any super stream of its vhost.
+    pub(crate) fn holds_partition(&self, vhost: &str, stream: &str) -> bool {
+        self.read()
+            .iter()
+            .any(|((v, _), ss)| v == vhost && ss.partitions.iter().any(|p| p == stream))
     }
 }
 

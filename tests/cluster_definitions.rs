@@ -1,7 +1,7 @@
-//! Users, vhosts and permissions are the cluster's (issue #13): created through one node's
-//! management API, they let the official client in on every node; deleted while a node is
-//! down, they are gone from it once it rejoins; and a node without a majority cannot change
-//! them.
+//! Users, vhosts, permissions and super streams are the cluster's (issue #13), as they are
+//! in RabbitMQ's metadata store: created through one node, they hold on every node; changed
+//! while a node is down, the node has the change once it rejoins; and a node without a
+//! majority cannot change them.
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,11 +9,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::child::Brook;
 use common::cluster::*;
 use common::http::{self, GUEST};
-use rabbitmq_stream_client::Environment;
 use rabbitmq_stream_client::error::ClientError;
 use rabbitmq_stream_client::types::Message;
+use rabbitmq_stream_client::{Client, ClientOptions, Environment};
 
 async fn login(port: u16, user: &str, pass: &str, vhost: &str) -> Result<Environment, ClientError> {
     Environment::builder()
@@ -26,7 +27,7 @@ async fn login(port: u16, user: &str, pass: &str, vhost: &str) -> Result<Environ
         .await
 }
 
-fn port(brooks: &[Option<common::child::Brook>], i: usize) -> u16 {
+fn port(brooks: &[Option<Brook>], i: usize) -> u16 {
     brooks[i].as_ref().unwrap().addr.port()
 }
 
@@ -122,5 +123,78 @@ async fn users_vhosts_and_permissions_are_the_clusters() {
     assert_eq!(
         http::get(admin, "/api/users/mallory", GUEST).await.status,
         404
+    );
+}
+
+/// Super stream partitions as `port`'s node answers them (empty: no such super stream).
+async fn partitions(port: u16, super_stream: &str) -> Result<Vec<String>, String> {
+    let options = ClientOptions::builder()
+        .host("127.0.0.1")
+        .port(port)
+        .build();
+    let client = Client::connect(options).await.map_err(|e| e.to_string())?;
+    let answer = client.partitions(super_stream.into()).await;
+    let _ = client.close().await;
+    answer.map(|r| r.streams).map_err(|e| e.to_string())
+}
+
+async fn until_partitions(brooks: &[Option<Brook>], node: usize, expected: &[&str]) {
+    retry(
+        || logs(brooks),
+        || async {
+            let got = partitions(port(brooks, node), "invoices").await?;
+            match got == expected {
+                true => Ok(()),
+                false => Err(format!("node {}: {got:?}", node + 1)),
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn super_streams_are_the_clusters() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ports, mut brooks) = three_nodes(dir.path()).await;
+    let env = login(port(&brooks, 0), "guest", "guest", "/")
+        .await
+        .unwrap();
+    env.stream_creator()
+        .create_super_stream("invoices", 3, None)
+        .await
+        .unwrap();
+    let all = ["invoices-0", "invoices-1", "invoices-2"];
+    until_partitions(&brooks, 2, &all).await;
+    let options = ClientOptions::builder()
+        .host("127.0.0.1")
+        .port(port(&brooks, 2))
+        .build();
+    let third = Client::connect(options).await.unwrap();
+    let route = third.route("1".into(), "invoices".into()).await.unwrap();
+    assert_eq!(route.streams, ["invoices-1"]);
+    third.close().await.unwrap();
+
+    // A partition deleted through node 2 while node 3 is down leaves the super stream there
+    // too once node 3 is back.
+    brooks[2].take().unwrap().kill();
+    let second = login(port(&brooks, 1), "guest", "guest", "/")
+        .await
+        .unwrap();
+    retry(|| logs(&brooks), || second.delete_stream("invoices-2")).await;
+    brooks[2] = Some(start_node(3, &ports, dir.path()));
+    until_partitions(&brooks, 2, &all[..2]).await;
+
+    // Deleted through node 3, it is gone from node 1, partitions and all.
+    let third = retry(
+        || logs(&brooks),
+        || login(port(&brooks, 2), "guest", "guest", "/"),
+    )
+    .await;
+    retry(|| logs(&brooks), || third.delete_super_stream("invoices")).await;
+    until_partitions(&brooks, 0, &[]).await;
+    let survivor = env.consumer().build("invoices-0").await;
+    assert!(
+        survivor.is_err(),
+        "partition streams go with the super stream"
     );
 }
