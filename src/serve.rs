@@ -135,6 +135,11 @@ pub struct ServeArgs {
     /// be started with the same members.
     #[arg(long = "peer", env = "BROOK_PEERS", value_delimiter = ',', value_parser = parse_peer, requires = "node_id")]
     pub(crate) peers: Vec<(u64, String)>,
+    /// Join a running cluster: ask the --peer members to add this node, instead of forming a
+    /// cluster with them (RabbitMQ's `join_cluster`). Needed only for a node that was not
+    /// among the members when the cluster formed; harmless on its later restarts.
+    #[arg(long, env = "BROOK_JOIN", requires = "node_id")]
+    pub(crate) join: bool,
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {
@@ -330,6 +335,7 @@ async fn start_cluster(
             addr: format!("{host}:{port}"),
         },
         storage: brook_storage::disk(),
+        join: args.join,
     };
     let cluster = Cluster::start(config)
         .await

@@ -40,6 +40,17 @@ pub fn start_node(id: u64, ports: &[u16], dir: &Path) -> Brook {
 
 /// A node that reaches node `j` at `peers[j - 1]` (a proxy, in the partition test).
 pub fn start_node_via(id: u64, ports: &[u16], peers: &[String], dir: &Path) -> Brook {
+    start_node_with(id, ports, peers, &[], dir)
+}
+
+/// [`start_node_via`] with more flags (`--join`).
+pub fn start_node_with(
+    id: u64,
+    ports: &[u16],
+    peers: &[String],
+    extra: &[&str],
+    dir: &Path,
+) -> Brook {
     let mut args = vec![
         "--node-id".to_string(),
         id.to_string(),
@@ -50,6 +61,7 @@ pub fn start_node_via(id: u64, ports: &[u16], peers: &[String], dir: &Path) -> B
         args.push("--peer".into());
         args.push(format!("{}={addr}", i + 1));
     }
+    args.extend(extra.iter().map(|a| a.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let env = [("RUST_LOG", "info,brook_cluster=debug")];
     Brook::start_with_env(&dir.join(format!("node{id}")), &args, &env)
@@ -130,15 +142,25 @@ pub async fn retry<T, E: std::fmt::Debug, F: std::future::Future<Output = Result
 
 /// Waits until the three nodes agree on a metadata leader and each has announced its name.
 pub async fn formed(http: SocketAddr) {
-    until(http, "a leader and 3 announced members", |all| {
-        running(all) == 3
-            && agreed_leader(all).is_some()
-            && all.iter().all(|n| {
-                !n["name"]
-                    .as_str()
-                    .unwrap_or("@unknown")
-                    .ends_with("@unknown")
-            })
-    })
+    formed_of(http, 3).await;
+}
+
+/// Waits until `n` members run, agree on a metadata leader and have announced their names.
+pub async fn formed_of(http: SocketAddr, n: usize) {
+    until(
+        http,
+        &format!("a leader and {n} announced members"),
+        |all| {
+            all.len() == n
+                && running(all) == n
+                && agreed_leader(all).is_some()
+                && all.iter().all(|n| {
+                    !n["name"]
+                        .as_str()
+                        .unwrap_or("@unknown")
+                        .ends_with("@unknown")
+                })
+        },
+    )
     .await;
 }

@@ -172,7 +172,7 @@ impl ClusterHooks for Hooks {
         let Some(stream) = metadata.streams.get(&key(id)) else {
             return;
         };
-        let Some(addr) = self.cluster.members().get(&stream.leader).cloned() else {
+        let Some(addr) = self.cluster.addr_of(stream.leader) else {
             return;
         };
         let request = Request::StoreOffset {

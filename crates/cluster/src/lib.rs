@@ -10,7 +10,7 @@
 //!   snapshot as files in `<data-dir>/cluster`;
 //! - `network`, `server`: the cluster port, over which nodes vote, replicate the log and
 //!   forward proposals to the leader;
-//! - `node`: [`Cluster`], a running member;
+//! - `node`: [`Cluster`], a running member; `membership`: joining and forgetting nodes;
 //! - `access`: users, vhosts and permissions, one copy per node, changed through the log;
 //! - `hooks`, `streams`, `replication`, `failover`: the broker in the cluster — creation and placement
 //!   through the metadata group, hosting what the metadata says, and the leader → replica
@@ -24,6 +24,7 @@ mod access;
 mod failover;
 mod hooks;
 mod log_store;
+mod membership;
 mod metadata;
 mod network;
 mod node;
@@ -34,6 +35,7 @@ mod state_machine;
 mod streams;
 
 pub use log_store::LogOpenError;
+pub use membership::ForgetError;
 pub use metadata::{
     Applied, Command, Locator, Member, Metadata, MetadataError, NodeId, NodeInfo, StreamKey,
     StreamMeta, Tail,

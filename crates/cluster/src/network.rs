@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufStream};
 use tokio::net::TcpStream;
 
+use crate::membership::MembershipChange;
 use crate::metadata::{Command, NodeId};
 use crate::raft::{Response, TypeConfig};
 
@@ -40,6 +41,8 @@ pub(crate) enum Request {
     Propose(Command),
     /// What the node knows of itself, for `/api/nodes` and `cluster_status`.
     Status,
+    /// A change of the metadata group's voters, for its leader (`membership.rs`).
+    Membership(MembershipChange),
     /// A leader opens a replication link for one stream (`replication.rs`); the connection
     /// carries binary frames after the reply.
     Replicate {
@@ -97,6 +100,7 @@ pub(crate) enum Reply {
     /// The answer and the log index it applied at.
     Propose(Result<(Response, u64), ProposeError>),
     Status(PeerStatus),
+    Membership(Result<(), ProposeError>),
     /// The replica's log end and last chunk (id, epoch), or why it refuses the leader.
     Replicate(Result<(u64, Option<(u64, u64)>), String>),
     Done,

@@ -40,6 +40,8 @@ pub struct ClusterConfig {
     pub dir: PathBuf,
     /// What this node announces to the others.
     pub info: NodeInfo,
+    /// Join a running cluster through `members` instead of forming one (`membership.rs`).
+    pub join: bool,
     pub storage: SharedStorage,
 }
 
@@ -164,8 +166,16 @@ impl Cluster {
         });
         let server = tokio::spawn(crate::server::serve(listener, cluster.clone()));
         *cluster.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
-        cluster.form().await?;
-        tokio::spawn(cluster.clone().announce(config.info));
+        if config.join {
+            let joining = cluster.clone();
+            tokio::spawn(async move {
+                joining.join().await;
+                joining.announce(config.info).await;
+            });
+        } else {
+            cluster.form().await?;
+            tokio::spawn(cluster.clone().announce(config.info));
+        }
         Ok(cluster)
     }
 
@@ -312,7 +322,8 @@ impl Cluster {
         self.local_addr
     }
 
-    /// The configured members and their cluster addresses.
+    /// The members given by `--peer` and their cluster addresses (the metadata group's
+    /// members are [`Cluster::member_ids`]).
     pub fn members(&self) -> &BTreeMap<NodeId, String> {
         &self.members
     }
@@ -358,11 +369,14 @@ impl Cluster {
     /// Every member's own view, asked over the cluster port; `None` for those that do not
     /// answer within a second.
     pub async fn statuses(&self) -> BTreeMap<NodeId, Option<PeerStatus>> {
-        let asks = self.members.iter().map(|(&id, addr)| async move {
+        let asks = self.member_ids().into_iter().map(|id| async move {
             if id == self.id {
                 return (id, Some(self.status()));
             }
-            let answer = Peer::new(addr.clone())
+            let Some(addr) = self.addr_of(id) else {
+                return (id, None);
+            };
+            let answer = Peer::new(addr)
                 .call(&Request::Status, Duration::from_secs(1))
                 .await;
             match answer {
@@ -388,11 +402,7 @@ impl Cluster {
             Ok(r) => (r.data, r.log_id.index),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 let leader = f.leader_id.ok_or(ProposeError::NoLeader)?;
-                let addr = self
-                    .members
-                    .get(&leader)
-                    .cloned()
-                    .ok_or(ProposeError::NoLeader)?;
+                let addr = self.addr_of(leader).ok_or(ProposeError::NoLeader)?;
                 let reply = Peer::new(addr)
                     .call(&Request::Propose(command), CALL_TIMEOUT)
                     .await

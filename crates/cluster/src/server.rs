@@ -71,6 +71,7 @@ async fn answer(cluster: &Cluster, request: Request) -> Reply {
         Request::Snapshot(r) => Reply::Snapshot(raft.install_snapshot(r).await),
         Request::Propose(command) => Reply::Propose(cluster.propose_here(command).await),
         Request::Status => Reply::Status(cluster.status()),
+        Request::Membership(change) => Reply::Membership(cluster.change_membership(change).await),
         Request::StoreOffset {
             vhost,
             name,

@@ -133,7 +133,7 @@ fn lead(
         }));
     }
     for &replica in stream.members.keys().filter(|n| **n != cluster.id()) {
-        let Some(addr) = cluster.members().get(&replica).cloned() else {
+        let Some(addr) = cluster.addr_of(replica) else {
             tracing::error!(stream = %id, replica, "no cluster address for the replica");
             continue;
         };

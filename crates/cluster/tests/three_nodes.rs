@@ -25,6 +25,7 @@ fn config(id: NodeId, members: &BTreeMap<NodeId, String>, dir: &Path) -> Cluster
             addr: format!("127.0.0.1:{}", 5550 + id),
         },
         storage: brook_storage::disk(),
+        join: false,
     }
 }
 

@@ -6,8 +6,18 @@ use std::io::Write;
 
 use serde_json::Value;
 
+use crate::client::seg;
 use crate::table::{lookup, print};
 use crate::{CtlError, Ctx, banner};
+
+/// `forget_cluster_node`: DELETE /api/nodes/{node} (brook's; RabbitMQ's CLI does it over
+/// Erlang distribution).
+pub(crate) fn forget(ctx: &Ctx<'_>, node: &str) -> Result<(), CtlError> {
+    banner(&format!("Removing node {node} from the cluster"));
+    ctx.client
+        .delete(&format!("/api/nodes/{}", seg(node)), None)
+        .map(drop)
+}
 
 pub(crate) fn status(ctx: &Ctx<'_>, out: &mut dyn Write) -> Result<(), CtlError> {
     banner("Cluster status ...");

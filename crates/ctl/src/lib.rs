@@ -216,6 +216,11 @@ pub enum Command {
     /// The cluster's members: whether each answers, its role in the metadata group, the
     /// group's term and leader. A single node lists itself alone.
     ClusterStatus,
+    /// Takes a stopped member out of the cluster, by name (`brook-3@host`) or node id, as
+    /// `rabbitmqctl forget_cluster_node`. Refused while it runs or still leads a stream.
+    ForgetClusterNode {
+        node: String,
+    },
 }
 
 /// Runs one command, printing to `out` (progress lines go to stderr, as tables and JSON are
@@ -255,6 +260,7 @@ pub fn run(args: CtlArgs, out: &mut dyn Write) -> Result<(), CtlError> {
             count,
         } => streams::tail(&ctx, &stream, &from, count, out),
         Command::ClusterStatus => cluster::status(&ctx, out),
+        Command::ForgetClusterNode { node } => cluster::forget(&ctx, &node),
         other => admin::run(&ctx, other, out),
     }
 }

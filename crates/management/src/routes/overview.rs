@@ -21,7 +21,7 @@ pub(super) fn routes() -> Router<Arc<Api>> {
         .guarded("/api/cluster-name", get(cluster_name))
         .guarded("/api/extensions", get(extensions))
         .guarded("/api/nodes", get(nodes))
-        .guarded("/api/nodes/{node}", get(node))
+        .guarded("/api/nodes/{node}", get(node).delete(forget_node))
         .guarded("/api/health/checks/alarms", get(alarms))
         .guarded("/api/health/checks/local-alarms", get(alarms))
         .guarded("/api/health/checks/virtual-hosts", get(virtual_hosts))
@@ -167,6 +167,34 @@ async fn node(api: Ctx, caller: Who, Path(name): Path<String>) -> ApiResult<Resp
         .into_iter()
         .find(|n| n["name"] == name.as_str());
     Ok(axum::Json(found.ok_or(ApiError::NotFound)?).into_response())
+}
+
+/// Takes a stopped member out of the cluster, as `rabbitmqctl forget_cluster_node` (brook's
+/// HTTP form of it; RabbitMQ's API has none). `node` is its name or `brook_node_id`.
+async fn forget_node(api: Ctx, caller: Who, Path(node): Path<String>) -> ApiResult<Response> {
+    caller.0.require_admin()?;
+    let cluster = api
+        .0
+        .cluster
+        .as_ref()
+        .ok_or_else(|| ApiError::BadRequest("this node is not part of a cluster".into()))?;
+    let metadata = cluster.metadata();
+    let id = node.parse::<u64>().ok().or_else(|| {
+        let named = metadata.nodes.iter().find(|(_, n)| n.name == node);
+        named.map(|(id, _)| *id)
+    });
+    let id = id
+        .filter(|id| cluster.member_ids().contains(id))
+        .ok_or(ApiError::NotFound)?;
+    cluster.forget(id).await.map_err(|e| match e {
+        brook_cluster::ForgetError::Cluster(e) => ApiError::Custom {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            error: "unavailable".into(),
+            reason: e.to_string(),
+        },
+        refused => ApiError::BadRequest(refused.to_string()),
+    })?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// This node, and in a cluster every other member as it answers over the cluster port (or

@@ -1,0 +1,128 @@
+//! Nodes join and leave a running cluster (issue #13), as RabbitMQ's `join_cluster` and
+//! `forget_cluster_node`: a fourth brook started with `--join` becomes a voting member and
+//! hosts new streams; once stopped and forgotten with `brook ctl forget_cluster_node`, the
+//! others count majorities without it.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::child::Brook;
+use common::cluster::*;
+use futures::StreamExt;
+use rabbitmq_stream_client::Environment;
+use rabbitmq_stream_client::types::{LeaderLocator, Message, OffsetSpecification};
+
+async fn env(port: u16) -> Result<Environment, rabbitmq_stream_client::error::ClientError> {
+    Environment::builder()
+        .host("127.0.0.1")
+        .port(port)
+        .build()
+        .await
+}
+
+fn port(brooks: &[Option<Brook>], i: usize) -> u16 {
+    brooks[i].as_ref().unwrap().addr.port()
+}
+
+/// `brook ctl forget_cluster_node` against `brook`: its exit code and what it printed.
+fn forget(brook: &Brook, node: &str) -> (i32, String) {
+    let url = format!("http://{}", brook.http_addr());
+    let out = Command::new(env!("CARGO_BIN_EXE_brook"))
+        .args(["ctl", "--url", &url, "forget_cluster_node", node])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_then_is_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut ports, mut brooks) = three_nodes(dir.path()).await;
+    ports.extend(free_ports(1));
+    let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    brooks.push(Some(start_node_with(
+        4,
+        &ports,
+        &peers,
+        &["--join"],
+        dir.path(),
+    )));
+    let first = brooks[0].as_ref().unwrap().http_addr();
+    formed_of(first, 4).await;
+
+    // A stream declared on the new node is led there and replicated on all four.
+    let fourth = retry(|| logs(&brooks), || env(port(&brooks, 3))).await;
+    retry(
+        || logs(&brooks),
+        || {
+            fourth
+                .stream_creator()
+                .leader_locator(LeaderLocator::ClientLocal)
+                .create("joined")
+        },
+    )
+    .await;
+    let producer = fourth.producer().build("joined").await.unwrap();
+    let messages = (0..100)
+        .map(|i| Message::builder().body(format!("{i}")).build())
+        .collect();
+    let statuses = producer.batch_send_with_confirm(messages).await.unwrap();
+    assert!(statuses.iter().all(|s| s.confirmed()));
+    producer.close().await.unwrap();
+    let r = common::http::get(first, "/api/queues/%2F/joined", common::http::GUEST).await;
+    let queue = r.json();
+    let leader = queue["leader"].as_str().unwrap_or_default();
+    assert!(leader.starts_with("brook-4@"), "{queue:#}");
+    assert!(
+        queue["leader"].as_str().unwrap().starts_with("brook-4@"),
+        "{queue:#}"
+    );
+    assert_eq!(queue["members"].as_array().unwrap().len(), 4, "{queue:#}");
+
+    // A running node is not forgotten.
+    let (code, out) = forget(brooks[0].as_ref().unwrap(), "4");
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("running"), "{out}");
+
+    // Stopped, its stream fails over; then it can be forgotten.
+    brooks[3].take().unwrap().kill();
+    retry(
+        || logs(&brooks),
+        || async {
+            match forget(brooks[0].as_ref().unwrap(), "4") {
+                (0, _) => Ok(()),
+                (_, out) => Err(out),
+            }
+        },
+    )
+    .await;
+    formed(first).await;
+
+    // Three voters now: nodes 1 and 2 are a majority without node 3.
+    brooks[2].take().unwrap().kill();
+    let env = retry(|| logs(&brooks), || env(port(&brooks, 0))).await;
+    retry(|| logs(&brooks), || env.stream_creator().create("after")).await;
+    let mut consumer = retry(
+        || logs(&brooks),
+        || {
+            env.consumer()
+                .offset(OffsetSpecification::First)
+                .build("joined")
+        },
+    )
+    .await;
+    for i in 0..100 {
+        let d = tokio::time::timeout(std::time::Duration::from_secs(20), consumer.next())
+            .await
+            .expect("a message")
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.message().data().unwrap(), i.to_string().as_bytes());
+    }
+    consumer.handle().close().await.unwrap();
+}
