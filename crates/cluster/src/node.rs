@@ -27,6 +27,11 @@ use crate::streams::Feeds;
 
 /// How long a proposal may wait for a majority.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a starting node listens for a leader before it may call an election itself.
+/// A leader retries an unreachable member only every 500 ms (openraft's backoff), so a
+/// restarted node hears nothing for longer than an election timeout; without the grace it
+/// would call an election and depose a healthy leader (openraft 0.9 has no pre-vote).
+const ELECTION_GRACE: Duration = Duration::from_millis(1500);
 
 /// How a node joins the metadata group.
 #[derive(Debug, Clone)]
@@ -144,6 +149,16 @@ impl Cluster {
         let raft = Raft::new(config.node_id, raft_config()?, network, log, state.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
+        raft.runtime_config().elect(false);
+        let listening = raft.clone();
+        tokio::spawn(async move {
+            let leader = listening
+                .wait(Some(ELECTION_GRACE))
+                .metrics(|m| m.current_leader.is_some(), "a leader")
+                .await;
+            tracing::debug!(heard_a_leader = leader.is_ok(), "elections enabled");
+            listening.runtime_config().elect(true);
+        });
         let local_addr = listener.local_addr().map_err(|source| StartError::Listen {
             addr: config.listen,
             source,
@@ -173,8 +188,13 @@ impl Cluster {
                 joining.announce(config.info).await;
             });
         } else {
-            cluster.form().await?;
-            tokio::spawn(cluster.clone().announce(config.info));
+            let forming = cluster.clone();
+            tokio::spawn(async move {
+                if let Err(e) = forming.form().await {
+                    tracing::error!("forming the cluster: {e}");
+                }
+                forming.announce(config.info).await;
+            });
         }
         Ok(cluster)
     }
@@ -183,7 +203,29 @@ impl Cluster {
     /// and refuses it, harmlessly, once the cluster has formed. Members are named by id
     /// only: each node reaches the others at the addresses its own `--peer` flags give
     /// (through a proxy, a NAT, another interface), so the membership must not carry them.
+    ///
+    /// openraft's `initialize` starts an election at once. The lowest member calls it unless
+    /// a leader reaches it within the grace; the others wait three times as long, so that a
+    /// member started a little later does not start an election of its own and depose the
+    /// leader the others just elected. A node with a log has formed already.
     async fn form(&self) -> Result<(), StartError> {
+        let lowest = self.members.keys().next() == Some(&self.id);
+        let wait = if lowest {
+            ELECTION_GRACE
+        } else {
+            ELECTION_GRACE * 3
+        };
+        let formed = self
+            .raft
+            .wait(Some(wait))
+            .metrics(
+                |m| m.current_leader.is_some() || m.last_log_index.is_some(),
+                "a formed cluster",
+            )
+            .await;
+        if formed.is_ok() {
+            return Ok(());
+        }
         let members: BTreeMap<NodeId, BasicNode> = self
             .members
             .keys()
