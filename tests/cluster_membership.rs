@@ -1,13 +1,15 @@
 //! Nodes join and leave a running cluster (issue #13), as RabbitMQ's `join_cluster` and
 //! `forget_cluster_node`: a fourth brook started with `--join` becomes a voting member and
 //! hosts new streams; once stopped and forgotten with `brook ctl forget_cluster_node`, the
-//! others count majorities without it.
+//! others count majorities without it. `brook ctl stream_status` shows each member's copy.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::process::Command;
+
+use serde_json::Value;
 
 use common::child::Brook;
 use common::cluster::*;
@@ -37,6 +39,29 @@ fn forget(brook: &Brook, node: &str) -> (i32, String) {
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
+}
+
+/// `brook ctl stream_status` against `brook`, as JSON rows.
+fn stream_status(brook: &Brook, stream: &str) -> Vec<Value> {
+    let url = format!("http://{}", brook.http_addr());
+    let out = Command::new(env!("CARGO_BIN_EXE_brook"))
+        .args([
+            "ctl",
+            "--url",
+            &url,
+            "--format",
+            "json",
+            "stream_status",
+            stream,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,6 +108,30 @@ async fn a_node_joins_then_is_forgotten() {
         "{queue:#}"
     );
     assert_eq!(queue["members"].as_array().unwrap().len(), 4, "{queue:#}");
+
+    // `brook ctl stream_status`: four members, the writer on node 4, every replica caught up.
+    retry(
+        || logs(&brooks),
+        || async {
+            let rows = stream_status(brooks[1].as_ref().unwrap(), "joined");
+            let writers: Vec<&Value> = rows.iter().filter(|r| r["role"] == "writer").collect();
+            let caught_up = rows
+                .iter()
+                .all(|r| r["offset"] == 99 && r["committed_offset"] == 99 && r["offset_lag"] == 0);
+            match rows.len() == 4
+                && writers.len() == 1
+                && writers[0]["node"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("brook-4@")
+                && caught_up
+            {
+                true => Ok(()),
+                false => Err(format!("{rows:#?}")),
+            }
+        },
+    )
+    .await;
 
     // A running node is not forgotten.
     let (code, out) = forget(brooks[0].as_ref().unwrap(), "4");

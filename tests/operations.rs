@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use brook_protocol::*;
 use common::child::Brook;
 use common::raw::Raw;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// `brook ctl ARGS` against `url`: (exit code, stdout). `stdin` is fed to it.
 fn ctl(url: &str, args: &[&str], stdin: &str) -> (i32, String) {
@@ -259,6 +259,25 @@ async fn ctl_commands_against_a_real_brook() {
     assert_eq!(group[0]["subscription_id"], 7);
     assert_eq!(group[0]["state"], "active (connected)");
     let tracking = ctl_json(url, &["list_stream_tracking", "-p", "prod", "app-s"]);
+    // stream_status: one member here, the writer, read by the group's consumer.
+    let status = ctl_json(url, &["stream_status", "-p", "prod", "app-s"]);
+    let status = status.as_array().unwrap();
+    assert_eq!(status.len(), 1, "{status:?}");
+    let s = &status[0];
+    assert_eq!(
+        (
+            &s["role"],
+            &s["epoch"],
+            &s["first_offset"],
+            &s["readers"],
+            &s["segments"]
+        ),
+        (&json!("writer"), &json!(1), &json!(0), &json!(1), &json!(1)),
+        "{s}"
+    );
+    assert!(s["offset"].as_u64().unwrap() >= 9, "{s}");
+    assert_eq!(s["committed_offset"], s["offset"], "{s}");
+    assert_eq!(s["offset_lag"], 0, "{s}");
     let offset = tracking
         .as_array()
         .unwrap()

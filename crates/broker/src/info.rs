@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use crate::args::StreamArgs;
 use crate::error::Error;
 use crate::registry::{Broker, Slot};
-use crate::stream::StreamId;
+use crate::stream::{Role, StreamId};
 
 /// A stream that could not be opened, for operators.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +16,26 @@ pub struct UnavailableStream {
     pub name: String,
     pub dir: PathBuf,
     pub reason: String,
+}
+
+/// One member's copy of a stream, as `rabbitmq-streams stream_status` shows each member
+/// (rabbit_stream_queue:status/2, from osiris's counters).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemberStatus {
+    /// `writer` or `replica`.
+    pub role: String,
+    /// The leader's epoch (1 on a single node; a replica does not know it: the cluster's
+    /// metadata fills it in).
+    pub epoch: Option<u64>,
+    /// The last offset written, committed or not.
+    pub offset: Option<u64>,
+    /// The last offset readers may see.
+    pub committed_offset: Option<u64>,
+    pub committed_chunk_id: Option<u64>,
+    pub first_offset: Option<u64>,
+    /// Subscriptions reading it here.
+    pub readers: usize,
+    pub segments: usize,
 }
 
 /// A stream as operators see it.
@@ -110,6 +130,27 @@ impl Broker {
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+
+    /// This node's copy of a stream; `None` if it hosts none.
+    pub fn member_status(&self, id: &StreamId) -> Option<MemberStatus> {
+        let stream = self.stream(id).ok()?;
+        let stats = stream.reader.stats();
+        let (role, epoch) = match stream.role {
+            Role::Single => ("writer", Some(1)),
+            Role::Leader { epoch, .. } => ("writer", Some(epoch)),
+            Role::Replica => ("replica", None),
+        };
+        Some(MemberStatus {
+            role: role.into(),
+            epoch,
+            offset: stats.written_end.checked_sub(1),
+            committed_offset: stats.next_offset.checked_sub(1),
+            committed_chunk_id: stats.committed_chunk_id,
+            first_offset: stats.first_chunk_id,
+            readers: stream.state.readers(),
+            segments: stats.segments,
+        })
     }
 
     pub fn stream_stats(&self, vhost: &str, name: &str) -> Result<LogStats, Error> {

@@ -53,7 +53,7 @@ pub use budget::{Budget, CONNECTION_BUDGET_BYTES, Charge};
 pub use config::{BrokerConfig, Durability};
 pub use counters::{ConsumerSnapshot, Counters, PublisherCounters, PublisherSnapshot, Totals};
 pub use error::{Error, OpenError};
-pub use info::{StreamInfo, StreamStatus, UnavailableStream};
+pub use info::{MemberStatus, StreamInfo, StreamStatus, UnavailableStream};
 pub use outgoing::{ControlEvent, ControlSender, Outgoing, OutgoingSender};
 pub use registry::{Broker, Shipments, stream_name};
 pub use session::{Session, Subscribed};

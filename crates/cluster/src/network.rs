@@ -43,6 +43,11 @@ pub(crate) enum Request {
     Status,
     /// A change of the metadata group's voters, for its leader (`membership.rs`).
     Membership(MembershipChange),
+    /// This node's copy of a stream (`stream_status`).
+    StreamStatus {
+        vhost: String,
+        name: String,
+    },
     /// A leader opens a replication link for one stream (`replication.rs`); the connection
     /// carries binary frames after the reply.
     Replicate {
@@ -101,6 +106,7 @@ pub(crate) enum Reply {
     Propose(Result<(Response, u64), ProposeError>),
     Status(PeerStatus),
     Membership(Result<(), ProposeError>),
+    StreamStatus(Option<brook_broker::MemberStatus>),
     /// The replica's log end and last chunk (id, epoch), or why it refuses the leader.
     Replicate(Result<(u64, Option<(u64, u64)>), String>),
     Done,

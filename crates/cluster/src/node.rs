@@ -429,6 +429,40 @@ impl Cluster {
         futures::future::join_all(asks).await.into_iter().collect()
     }
 
+    /// Every member's copy of a stream, asked over the cluster port (`None` for members
+    /// that do not answer within a second or do not host it), as `rabbitmq-streams
+    /// stream_status` asks each member's osiris process. Replicas get the metadata's epoch.
+    pub async fn stream_status(
+        &self,
+        key: &StreamKey,
+    ) -> Option<BTreeMap<NodeId, Option<brook_broker::MemberStatus>>> {
+        let metadata = self.metadata();
+        let stream = metadata.streams.get(key)?;
+        let asks = stream.members.keys().map(|&node| async move {
+            if node == self.id {
+                let id = brook_broker::StreamId::new(key.vhost.clone(), key.name.clone());
+                return (node, self.broker().and_then(|b| b.member_status(&id)));
+            }
+            let request = Request::StreamStatus {
+                vhost: key.vhost.clone(),
+                name: key.name.clone(),
+            };
+            let answer = match self.addr_of(node) {
+                Some(addr) => Peer::new(addr).call(&request, Duration::from_secs(1)).await,
+                None => return (node, None),
+            };
+            match answer {
+                Ok(Reply::StreamStatus(status)) => (node, status),
+                _ => (node, None),
+            }
+        });
+        let mut all: BTreeMap<_, _> = futures::future::join_all(asks).await.into_iter().collect();
+        for status in all.values_mut().flatten() {
+            status.epoch.get_or_insert(stream.epoch);
+        }
+        Some(all)
+    }
+
     /// Proposes a command to the metadata leader, wherever it is, and waits until it applies
     /// here too, so that what the caller reads next includes it.
     pub async fn propose(

@@ -72,6 +72,10 @@ async fn answer(cluster: &Cluster, request: Request) -> Reply {
         Request::Propose(command) => Reply::Propose(cluster.propose_here(command).await),
         Request::Status => Reply::Status(cluster.status()),
         Request::Membership(change) => Reply::Membership(cluster.change_membership(change).await),
+        Request::StreamStatus { vhost, name } => {
+            let id = brook_broker::StreamId::new(vhost, name);
+            Reply::StreamStatus(cluster.broker().and_then(|b| b.member_status(&id)))
+        }
         Request::StoreOffset {
             vhost,
             name,

@@ -10,6 +10,38 @@ use crate::client::seg;
 use crate::table::{lookup, print};
 use crate::{CtlError, Ctx, banner};
 
+/// `stream_status`: each member's copy of a stream, with RabbitMQ's columns
+/// (rabbit_stream_queue:status/2) and brook's `offset_lag`: how far its log is behind the
+/// writer's.
+pub(crate) fn stream_status(
+    ctx: &Ctx<'_>,
+    stream: &str,
+    out: &mut dyn Write,
+) -> Result<(), CtlError> {
+    banner(&format!("Status of stream {stream} ..."));
+    let path = format!("/api/stream/status/{}/{}", seg(ctx.vhost), seg(stream));
+    let members = match ctx.client.get(&path)? {
+        Value::Array(items) => items,
+        other => vec![other],
+    };
+    let columns: Vec<String> = [
+        "role",
+        "node",
+        "epoch",
+        "offset",
+        "committed_offset",
+        "committed_chunk_id",
+        "first_offset",
+        "readers",
+        "segments",
+        "offset_lag",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    print(out, ctx.format, &columns, &members, lookup)
+}
+
 /// `forget_cluster_node`: DELETE /api/nodes/{node} (brook's; RabbitMQ's CLI does it over
 /// Erlang distribution).
 pub(crate) fn forget(ctx: &Ctx<'_>, node: &str) -> Result<(), CtlError> {

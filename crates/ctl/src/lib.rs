@@ -5,7 +5,7 @@
 //! * `client.rs` — HTTP requests and RabbitMQ's error bodies.
 //! * `streams.rs` — connections, publishers, consumers, groups, tracking, super streams.
 //! * `admin.rs` — users, vhosts, permissions, definitions, closing connections.
-//! * `cluster.rs` — the cluster's members and its metadata leader.
+//! * `cluster.rs` — the cluster's members, its metadata leader, each stream's members.
 //! * `table.rs` — tables for people, JSON for scripts.
 
 mod admin;
@@ -221,6 +221,11 @@ pub enum Command {
     ForgetClusterNode {
         node: String,
     },
+    /// Each member's copy of a stream: role, node, epoch, offsets, readers, segments and how
+    /// far behind the writer it is (`offset_lag`), as `rabbitmq-streams stream_status`.
+    StreamStatus {
+        stream: String,
+    },
 }
 
 /// Runs one command, printing to `out` (progress lines go to stderr, as tables and JSON are
@@ -261,6 +266,7 @@ pub fn run(args: CtlArgs, out: &mut dyn Write) -> Result<(), CtlError> {
         } => streams::tail(&ctx, &stream, &from, count, out),
         Command::ClusterStatus => cluster::status(&ctx, out),
         Command::ForgetClusterNode { node } => cluster::forget(&ctx, &node),
+        Command::StreamStatus { stream } => cluster::stream_status(&ctx, &stream, out),
         other => admin::run(&ctx, other, out),
     }
 }

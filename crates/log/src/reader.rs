@@ -95,6 +95,8 @@ pub(crate) struct Shared {
     pub tail: Tail,
     /// Id of the last chunk written, committed or not; -1 before the first.
     last_written: AtomicI64,
+    /// The offset after the last chunk written, committed or not.
+    written_end: AtomicU64,
     /// What the writer did since the log was opened, for metrics.
     pub activity: Activity,
 }
@@ -145,15 +147,18 @@ impl Shared {
                     .and_then(|id| i64::try_from(id).ok())
                     .unwrap_or(-1),
             ),
+            written_end: AtomicU64::new(view.next_offset()),
             view: RwLock::new(view),
             tail: Tail::default(),
             activity: Activity::default(),
         }
     }
 
-    pub(crate) fn set_last_written(&self, chunk_id: u64) {
+    /// The last chunk written is `chunk_id`; the next one starts at `end`.
+    pub(crate) fn set_last_written(&self, chunk_id: u64, end: u64) {
         let id = i64::try_from(chunk_id).unwrap_or(i64::MAX);
         self.last_written.store(id, Ordering::Release);
+        self.written_end.store(end, Ordering::Release);
     }
 
     fn last_written(&self) -> Option<u64> {
@@ -201,8 +206,11 @@ pub struct LogStats {
     pub committed_chunk_id: Option<u64>,
     /// Last chunk written, committed or not (osiris's `last_chunk_id`); `None` when empty.
     pub last_chunk_id: Option<u64>,
-    /// The offset the next chunk will get.
+    /// The offset after the last committed chunk (readers see up to it).
     pub next_offset: u64,
+    /// The offset the next chunk will get: after the last chunk written, committed or not
+    /// (osiris's `offset` counter is the one before it).
+    pub written_end: u64,
     /// Bytes on disk, all segments.
     pub bytes: u64,
     pub segments: usize,
@@ -226,6 +234,7 @@ impl LogReader {
             committed_chunk_id: view.committed_chunk_id(),
             last_chunk_id: self.shared.last_written(),
             next_offset: view.next_offset(),
+            written_end: self.shared.written_end.load(Ordering::Acquire),
             bytes: view.segments.iter().map(|s| s.size).sum(),
             segments: view.segments.len(),
             chunks: view.segments.iter().map(|s| s.chunks).sum(),

@@ -277,8 +277,9 @@ impl Log {
         let view = log.shared.read().clone();
         *shared.write() = view;
         shared.tail.clear();
-        if let Some(last) = log.reader().stats().last_chunk_id {
-            shared.set_last_written(last);
+        let cut = log.reader().stats();
+        if let Some(last) = cut.last_chunk_id {
+            shared.set_last_written(last, cut.written_end);
         }
         log.shared = shared;
         Ok(log)

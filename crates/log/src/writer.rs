@@ -548,7 +548,8 @@ impl Log {
         }
         let point = self.commit_point();
         self.replication.written(point);
-        self.shared.set_last_written(header.chunk_id);
+        self.shared
+            .set_last_written(header.chunk_id, header.next_offset());
         let activity = &self.shared.activity;
         activity.chunks_written.fetch_add(1, Ordering::Relaxed);
         activity

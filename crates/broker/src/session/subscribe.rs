@@ -13,7 +13,7 @@ use crate::Error;
 use crate::bloom::Matcher;
 use crate::counters::ConsumerCounters;
 use crate::delivery::Delivery;
-use crate::stream::Stream;
+use crate::stream::{Reader, Stream};
 
 #[derive(Debug)]
 pub(super) struct Subscription {
@@ -32,6 +32,8 @@ pub(super) struct Subscription {
     /// with offset type "none".
     seek: Seek,
     filter: Option<Matcher>,
+    /// Counts it among the stream's readers (`Broker::member_status`).
+    _reader: Reader,
 }
 
 impl Subscription {
@@ -110,6 +112,7 @@ impl Session {
         self.subscriptions.insert(
             id,
             Subscription {
+                _reader: Reader::new(&stream.state),
                 stream,
                 counters,
                 task: None,

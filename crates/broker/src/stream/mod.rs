@@ -25,7 +25,7 @@ pub(crate) mod writer;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use brook_log::LogReader;
@@ -160,12 +160,35 @@ pub(crate) struct StreamState {
     /// Publishers are declared with the current value; a failed write raises it, and the
     /// writer refuses publishes from publishers declared before.
     publisher_epoch: AtomicU64,
+    /// Subscriptions reading it on this node (osiris's `readers`, without replicas' readers).
+    readers: AtomicUsize,
+}
+
+/// Counts a subscription among its stream's readers while it lives.
+#[derive(Debug)]
+pub(crate) struct Reader(Arc<StreamState>);
+
+impl Reader {
+    pub(crate) fn new(state: &Arc<StreamState>) -> Reader {
+        state.readers.fetch_add(1, Ordering::Relaxed);
+        Reader(state.clone())
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.0.readers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl StreamState {
     fn watchers(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ControlSender>> {
         // Plain inserts and removes: a panic elsewhere cannot leave the map inconsistent.
         self.watchers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn readers(&self) -> usize {
+        self.readers.load(Ordering::Relaxed)
     }
 
     pub(crate) fn publisher_epoch(&self) -> u64 {

@@ -8,6 +8,7 @@ mod exchanges;
 mod messages;
 mod overview;
 mod queues;
+mod stream_status;
 mod tracking;
 
 pub(crate) use access::{UserBody, user_from};
@@ -34,6 +35,7 @@ pub(crate) fn router(api: Arc<Api>) -> Router {
         .merge(exchanges::routes())
         .merge(connections::routes())
         .merge(tracking::routes())
+        .merge(stream_status::routes())
         .merge(messages::routes())
         .merge(console::routes())
         .guarded(
