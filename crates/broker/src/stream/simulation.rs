@@ -170,6 +170,14 @@ fn log_config(plan: &Plan) -> LogConfig {
 
 /// Creates the stream as the registry does: metadata, then the log.
 fn create(storage: &SharedStorage, plan: &Plan) -> Option<StreamWriter> {
+    create_as(storage, plan, StreamWriter::new)
+}
+
+fn create_as(
+    storage: &SharedStorage,
+    plan: &Plan,
+    writer: impl FnOnce(Log, Core) -> StreamWriter,
+) -> Option<StreamWriter> {
     let streams = streams_dir();
     // As Broker::open does: the data directory's own entries are made durable too.
     storage.create_dir_all(&streams).ok()?;
@@ -192,7 +200,7 @@ fn create(storage: &SharedStorage, plan: &Plan) -> Option<StreamWriter> {
         },
         Instant::now(),
     );
-    Some(StreamWriter::new(log, core))
+    Some(writer(log, core))
 }
 
 /// Runs the workload until its end or the power cut. Returns what the client saw.
@@ -566,4 +574,45 @@ fn a_query_during_a_simulation_sees_what_was_stored() {
         Instant::now(),
     );
     assert_eq!(rx.try_recv().ok(), Some(Some(7)));
+}
+
+#[test]
+fn a_leader_answers_queries_once_a_majority_holds_what_they_read() {
+    let plan = Plan::new(1);
+    let storage: SharedStorage = Arc::new(SimDisk::new(1));
+    let leader = |log, core| StreamWriter::leader(log, core, 1, 3);
+    let mut writer = create_as(&storage, &plan, leader).expect("created");
+    let (offset_reply, mut offset) = oneshot::channel();
+    let (sequence_reply, mut sequence) = oneshot::channel();
+    writer.handle(
+        vec![
+            Command::StoreOffset {
+                reference: CONSUMER.into(),
+                offset: 7,
+                _charge: Charge::default(),
+            },
+            Command::QueryOffset {
+                reference: CONSUMER.into(),
+                reply: offset_reply,
+            },
+            Command::QuerySequence {
+                reference: "p".into(),
+                reply: sequence_reply,
+            },
+        ],
+        Instant::now(),
+    );
+    assert!(
+        offset.try_recv().is_err(),
+        "the leader alone is no majority"
+    );
+    assert!(sequence.try_recv().is_err());
+    // A replica acks everything the leader wrote (an ack is capped at the leader's end).
+    let acked = Command::Acked {
+        node: 2,
+        end: u64::MAX,
+    };
+    writer.handle(vec![acked], Instant::now());
+    assert_eq!(offset.try_recv().ok(), Some(Some(7)));
+    assert_eq!(sequence.try_recv().ok(), Some(0));
 }

@@ -1,6 +1,7 @@
 //! The stream writer's I/O: carries out the [`Core`]'s decisions against the log. Synchronous
 //! (the task runs it on a blocking thread), so tests drive it directly on a simulated disk.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use brook_log::{Log, LogError, UserChunk};
@@ -59,6 +60,22 @@ impl Outcome {
     }
 }
 
+/// A query's answer, computed in its place in the batch.
+#[derive(Debug)]
+enum Answer {
+    Offset(oneshot::Sender<Option<u64>>, Option<u64>),
+    Sequence(oneshot::Sender<u64>, u64),
+}
+
+impl Answer {
+    fn send(self) {
+        match self {
+            Answer::Offset(reply, offset) => drop(reply.send(offset)),
+            Answer::Sequence(reply, seq) => drop(reply.send(seq)),
+        }
+    }
+}
+
 /// A stream's log and the writer's state.
 #[derive(Debug)]
 pub(crate) struct StreamWriter {
@@ -66,6 +83,9 @@ pub(crate) struct StreamWriter {
     core: Core,
     /// Replicated: who holds what; commits wait for a majority.
     quorum: Option<Quorum>,
+    /// Replicated: answers waiting for the commit to reach the end of the log they were
+    /// computed from (ends in order).
+    held: VecDeque<(u64, Answer)>,
 }
 
 impl StreamWriter {
@@ -74,6 +94,7 @@ impl StreamWriter {
             log,
             core,
             quorum: None,
+            held: VecDeque::new(),
         }
     }
 
@@ -88,6 +109,7 @@ impl StreamWriter {
             log,
             core,
             quorum: Some(Quorum::new(members, start)),
+            held: VecDeque::new(),
         }
     }
 
@@ -101,13 +123,14 @@ impl StreamWriter {
     /// Delete are the task's; they are ignored here.
     ///
     /// Queries are answered in their place in the batch (a QueryOffset after a StoreOffset sees
-    /// it) but sent only once the batch is written: a client must never be told of an offset
-    /// or a sequence that a crash right after could take back (a producer resuming after a
-    /// sequence that was never written would skip its unconfirmed messages).
+    /// it) but sent only once the batch is written, and on a replicated stream once a
+    /// majority holds the log they were read from: a client must never be told of an offset
+    /// or a sequence that a crash or a failover right after could take back (a producer
+    /// resuming after a sequence that was never written would skip its unconfirmed
+    /// messages).
     pub(crate) fn handle(&mut self, commands: Vec<Command>, now: Instant) -> Outcome {
         let mut tracking_replies = Vec::new();
-        let mut answers: Vec<(oneshot::Sender<Option<u64>>, Option<u64>)> = Vec::new();
-        let mut sequences: Vec<(oneshot::Sender<u64>, u64)> = Vec::new();
+        let mut answers = Vec::new();
         for cmd in commands {
             match cmd {
                 Command::Publish(p) => self.core.publish(p, &mut Sink(&mut self.log)),
@@ -117,11 +140,12 @@ impl StreamWriter {
                     self.log.store_offset(&reference, offset);
                 }
                 Command::QueryOffset { reference, reply } => {
-                    answers.push((reply, self.log.tracking().offset(&reference)));
+                    let offset = self.log.tracking().offset(&reference);
+                    answers.push(Answer::Offset(reply, offset));
                 }
                 Command::QuerySequence { reference, reply } => {
                     let seq = self.core.sequence(&reference, &Sink(&mut self.log));
-                    sequences.push((reply, seq.unwrap_or(0)));
+                    answers.push(Answer::Sequence(reply, seq.unwrap_or(0)));
                 }
                 Command::Tracking { reply } => tracking_replies.push(reply),
                 Command::Acked { node, end } => {
@@ -141,11 +165,12 @@ impl StreamWriter {
         let step = self.core.end_batch(&mut Sink(&mut self.log), now);
         let step = self.flush_tracking(now).unwrap_or(step);
         let outcome = self.advance(step, now);
-        for (reply, offset) in answers {
-            let _ = reply.send(offset);
-        }
-        for (reply, seq) in sequences {
-            let _ = reply.send(seq);
+        let end = self.log.next_offset();
+        match &self.quorum {
+            Some(q) if q.published < end => {
+                self.held.extend(answers.into_iter().map(|a| (end, a)));
+            }
+            _ => answers.into_iter().for_each(Answer::send),
         }
         if !tracking_replies.is_empty() {
             let tracked = self.tracked();
@@ -245,6 +270,11 @@ impl StreamWriter {
             self.log.commit_to(committed);
             self.core.release(committed);
             outcome.committed = Some(committed);
+            while self.held.front().is_some_and(|(end, _)| *end <= committed) {
+                if let Some((_, answer)) = self.held.pop_front() {
+                    answer.send();
+                }
+            }
         }
     }
 
