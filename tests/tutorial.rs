@@ -197,7 +197,12 @@ async fn offset_tracking_tutorial_through_every_node_of_a_cluster() {
         if stored {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "{}", r.body);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}\n{}",
+            r.body,
+            common::cluster::logs(&brooks)
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(

@@ -205,6 +205,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => None,
                 EntryPayload::Normal(command) => Some(inner.metadata.apply(command)),
                 EntryPayload::Membership(m) => {
+                    inner.metadata.voters = m.voter_ids().collect();
                     inner.membership = StoredMembership::new(Some(entry.log_id), m);
                     None
                 }

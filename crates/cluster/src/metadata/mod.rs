@@ -7,7 +7,7 @@
 //! two majorities share a member, so the highest tail among a majority holds every committed
 //! chunk: the new leader has everything that was confirmed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use brook_auth::{Access, AccessChange, AccessError};
@@ -188,6 +188,10 @@ pub struct Metadata {
     /// Super stream definitions, (vhost, name) → partitions and binding keys.
     #[serde(default, with = "as_pairs")]
     pub super_streams: SuperStreamMap,
+    /// The metadata group's voters, from the membership entries of its log: streams are
+    /// placed on them (a node is a member before it has announced its name and address).
+    #[serde(default)]
+    pub voters: BTreeSet<NodeId>,
 }
 
 /// A map as a list of pairs in JSON, whose object keys can only be strings.
@@ -256,6 +260,7 @@ impl Metadata {
             return Err(MetadataError::LeadsStreams(id, leads));
         }
         self.nodes.remove(&id);
+        self.voters.remove(&id);
         for stream in self.streams.values_mut() {
             stream.members.remove(&id);
         }
@@ -278,22 +283,34 @@ impl Metadata {
 
     /// Streams each node leads.
     fn leaders_per_node(&self) -> BTreeMap<NodeId, usize> {
-        let mut count: BTreeMap<NodeId, usize> = self.nodes.keys().map(|&n| (n, 0)).collect();
+        let mut count: BTreeMap<NodeId, usize> = self.placeable().iter().map(|&n| (n, 0)).collect();
         for s in self.streams.values() {
-            *count.entry(s.leader).or_default() += 1;
+            if let Some(c) = count.get_mut(&s.leader) {
+                *c += 1;
+            }
         }
         count
     }
 
-    /// Streams each node is a member of.
+    /// Streams each placeable node is a member of.
     fn members_per_node(&self) -> BTreeMap<NodeId, usize> {
-        let mut count: BTreeMap<NodeId, usize> = self.nodes.keys().map(|&n| (n, 0)).collect();
-        for s in self.streams.values() {
-            for n in s.members.keys() {
-                *count.entry(*n).or_default() += 1;
+        let mut count: BTreeMap<NodeId, usize> = self.placeable().iter().map(|&n| (n, 0)).collect();
+        for n in self.streams.values().flat_map(|s| s.members.keys()) {
+            if let Some(c) = count.get_mut(n) {
+                *c += 1;
             }
         }
         count
+    }
+
+    /// Where streams may be placed: the voters (the announced nodes for a state from before
+    /// the voters were recorded).
+    fn placeable(&self) -> BTreeSet<NodeId> {
+        if self.voters.is_empty() {
+            self.nodes.keys().copied().collect()
+        } else {
+            self.voters.clone()
+        }
     }
 
     /// Places a new stream as RabbitMQ does: the leader by `locator`, the other members on
@@ -309,13 +326,14 @@ impl Metadata {
         if self.streams.contains_key(&key) {
             return Err(MetadataError::StreamExists(key));
         }
-        if self.nodes.is_empty() {
+        let placeable = self.placeable();
+        if placeable.is_empty() {
             return Err(MetadataError::NoNodes);
         }
-        let size = size.unwrap_or(self.nodes.len()).clamp(1, self.nodes.len());
+        let size = size.unwrap_or(placeable.len()).clamp(1, placeable.len());
         let leaders = self.leaders_per_node();
         let leader = match locator {
-            Locator::ClientLocal if self.nodes.contains_key(&declared_on) => declared_on,
+            Locator::ClientLocal if placeable.contains(&declared_on) => declared_on,
             _ => fewest(&leaders, |_| true).ok_or(MetadataError::NoNodes)?,
         };
         let load = self.members_per_node();

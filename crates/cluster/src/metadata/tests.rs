@@ -231,3 +231,17 @@ fn a_node_leaves_its_replicas_but_not_while_it_leads() {
     create(&mut m, "t", Locator::Balanced, 1);
     assert!(!m.streams[&key("t")].members.contains_key(&3));
 }
+
+#[test]
+fn streams_are_placed_on_voters_that_have_not_announced_yet() {
+    let mut m = cluster(2);
+    m.voters = [1, 2, 3].into();
+    create(&mut m, "s", Locator::ClientLocal, 1);
+    let members: Vec<NodeId> = m.streams[&key("s")].members.keys().copied().collect();
+    assert_eq!(members, [1, 2, 3]);
+    // A node that is not a voter (forgotten, or not yet joined) gets nothing.
+    m.voters = [1, 2].into();
+    create(&mut m, "t", Locator::ClientLocal, 3);
+    let members: Vec<NodeId> = m.streams[&key("t")].members.keys().copied().collect();
+    assert_eq!(members, [1, 2]);
+}
