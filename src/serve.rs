@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use brook_auth::{AccessStore, Bootstrap};
 use brook_broker::{Broker, BrokerConfig, Durability};
-use brook_cluster::{Cluster, ClusterConfig, NodeInfo};
+use brook_cluster::{Cluster, ClusterConfig, ClusterKey, NodeInfo};
 use brook_management::{Api, ListenerInfo, Management};
 use brook_metrics::Metrics;
 use brook_server::{Server, ServerConfig, TlsConfig};
@@ -140,6 +140,11 @@ pub struct ServeArgs {
     /// among the members when the cluster formed; harmless on its later restarts.
     #[arg(long, env = "BROOK_JOIN", requires = "node_id")]
     pub(crate) join: bool,
+    /// A file holding the secret every node of the cluster shares (as RabbitMQ's Erlang
+    /// cookie): connections to the cluster port must prove they know it. Without it the
+    /// cluster port is open to anyone who can reach it.
+    #[arg(long, env = "BROOK_CLUSTER_SECRET_FILE", requires = "node_id")]
+    pub(crate) cluster_secret_file: Option<PathBuf>,
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {
@@ -336,6 +341,7 @@ async fn start_cluster(
         },
         storage: brook_storage::disk(),
         join: args.join,
+        key: cluster_key(args)?,
     };
     let cluster = Cluster::start(config)
         .await
@@ -372,6 +378,24 @@ async fn join_cluster_access(
         load_definitions(broker, access, file).await?;
     }
     Ok(())
+}
+
+/// The cluster's secret, from `--cluster-secret-file` (surrounding whitespace ignored, so an
+/// editor's final newline does not count).
+fn cluster_key(args: &ServeArgs) -> anyhow::Result<ClusterKey> {
+    let Some(file) = &args.cluster_secret_file else {
+        tracing::warn!(
+            "no --cluster-secret-file: the cluster port accepts anyone who can reach it"
+        );
+        return Ok(ClusterKey::new(None));
+    };
+    let text = std::fs::read(file)
+        .with_context(|| format!("reading the cluster secret {}", file.display()))?;
+    let secret = text.trim_ascii();
+    if secret.is_empty() {
+        bail!("the cluster secret file {} is empty", file.display());
+    }
+    Ok(ClusterKey::new(Some(secret)))
 }
 
 /// RabbitMQ names nodes `name@host`; brook's is `brook@<hostname>`, and node N of a cluster

@@ -80,6 +80,27 @@ async fn a_node_joins_then_is_forgotten() {
     let first = brooks[0].as_ref().unwrap().http_addr();
     formed_of(first, 4).await;
 
+    // A node with another secret is refused at the cluster port, and never joins.
+    let wrong = dir.path().join("wrong-secret");
+    std::fs::write(&wrong, "not the cluster's").unwrap();
+    let mut with_five = ports.clone();
+    with_five.extend(free_ports(1));
+    let peers5: Vec<String> = with_five.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let wrong_flags = ["--join", "--cluster-secret-file", wrong.to_str().unwrap()];
+    let intruder = start_node_with(5, &with_five, &peers5, &wrong_flags, dir.path());
+    retry(
+        || logs(&brooks),
+        || async {
+            let refused = brooks[..4]
+                .iter()
+                .any(|b| b.as_ref().unwrap().logged("cluster secret mismatch"));
+            refused.then_some(()).ok_or("not refused yet")
+        },
+    )
+    .await;
+    assert_eq!(nodes(first).await.len(), 4);
+    intruder.kill();
+
     // A stream declared on the new node is led there and replicated on all four.
     let fourth = retry(|| logs(&brooks), || env(port(&brooks, 3))).await;
     retry(

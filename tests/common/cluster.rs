@@ -62,6 +62,13 @@ pub fn start_node_with(
         args.push(format!("{}={addr}", i + 1));
     }
     args.extend(extra.iter().map(|a| a.to_string()));
+    // Every test cluster proves a shared secret on its cluster port, as production should.
+    if !extra.contains(&"--cluster-secret-file") {
+        let secret = dir.join("cluster-secret");
+        std::fs::write(&secret, "test cluster secret\n").unwrap();
+        args.push("--cluster-secret-file".into());
+        args.push(secret.display().to_string());
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let env = [("RUST_LOG", "info,brook_cluster=debug")];
     Brook::start_with_env(&dir.join(format!("node{id}")), &args, &env)

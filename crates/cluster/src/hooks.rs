@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use brook_broker::cluster::{BoxFuture, ClusterHooks, Endpoint, Members};
 use brook_broker::{Error, StreamId, SuperStreamAnswer, SuperStreamChange};
 
+use crate::auth::ClusterKey;
 use crate::metadata::{Applied, Command, Locator, MetadataError, NodeId, StreamKey};
 use crate::network::{CALL_TIMEOUT, Peer, Request};
 use crate::node::Cluster;
@@ -24,17 +25,22 @@ pub(crate) struct Hooks {
 impl Hooks {
     pub(crate) fn new(cluster: Arc<Cluster>) -> Hooks {
         let (forward, queue) = mpsc::unbounded_channel();
-        tokio::spawn(forward_offsets(queue));
+        tokio::spawn(forward_offsets(queue, cluster.key().clone()));
         Hooks { cluster, forward }
     }
 }
 
 /// Sends stored offsets to their leaders one after another over one connection per leader:
 /// a consumer's later offset must not overtake an earlier one.
-async fn forward_offsets(mut queue: mpsc::UnboundedReceiver<(NodeId, String, Request)>) {
+async fn forward_offsets(
+    mut queue: mpsc::UnboundedReceiver<(NodeId, String, Request)>,
+    key: ClusterKey,
+) {
     let mut peers: HashMap<NodeId, Peer> = HashMap::new();
     while let Some((leader, addr, request)) = queue.recv().await {
-        let peer = peers.entry(leader).or_insert_with(|| Peer::new(addr));
+        let peer = peers
+            .entry(leader)
+            .or_insert_with(|| Peer::new(addr, key.clone()));
         if let Err(e) = peer.call(&request, CALL_TIMEOUT).await {
             tracing::warn!(leader, "storing an offset on the leader: {e}");
         }

@@ -8,6 +8,7 @@
 //! - `metadata`: the state machine's rules, tested on their own;
 //! - `raft`, `log_store`, `state_machine`: openraft under them, with the log, vote and
 //!   snapshot as files in `<data-dir>/cluster`;
+//! - `auth`: the secret every connection on the cluster port proves;
 //! - `network`, `server`: the cluster port, over which nodes vote, replicate the log and
 //!   forward proposals to the leader;
 //! - `node`: [`Cluster`], a running member; `membership`: joining and forgetting nodes;
@@ -21,6 +22,7 @@
 #![allow(clippy::result_large_err)]
 
 mod access;
+mod auth;
 mod failover;
 mod hooks;
 mod log_store;
@@ -34,6 +36,7 @@ mod server;
 mod state_machine;
 mod streams;
 
+pub use auth::ClusterKey;
 pub use log_store::LogOpenError;
 pub use membership::ForgetError;
 pub use metadata::{

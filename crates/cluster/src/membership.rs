@@ -18,7 +18,7 @@ use openraft::{BasicNode, ChangeMembers};
 use serde::{Deserialize, Serialize};
 
 use crate::metadata::{Command, MetadataError, NodeId};
-use crate::network::{CALL_TIMEOUT, Peer, ProposeError, Reply, Request};
+use crate::network::{CALL_TIMEOUT, ProposeError, Reply, Request};
 use crate::node::Cluster;
 
 /// How long a new member may take to catch up with the metadata log.
@@ -89,7 +89,8 @@ impl Cluster {
         loop {
             for addr in &peers {
                 let request = Request::Membership(change.clone());
-                match Peer::new(addr.clone())
+                match self
+                    .peer(addr.clone())
                     .call(&request, CATCH_UP_TIMEOUT + CALL_TIMEOUT)
                     .await
                 {
@@ -133,7 +134,8 @@ impl Cluster {
         match self.change_membership_here(change.clone()).await {
             Err(Forward::To(leader)) => {
                 let addr = self.addr_of(leader).ok_or(ProposeError::NoLeader)?;
-                let reply = Peer::new(addr)
+                let reply = self
+                    .peer(addr)
                     .call(
                         &Request::Membership(change),
                         CATCH_UP_TIMEOUT + CALL_TIMEOUT,

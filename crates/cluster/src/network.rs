@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufStream};
 use tokio::net::TcpStream;
 
+use crate::auth::ClusterKey;
 use crate::membership::MembershipChange;
 use crate::metadata::{Command, NodeId};
 use crate::raft::{Response, TypeConfig};
@@ -154,12 +155,26 @@ pub(crate) async fn read_frame<T: DeserializeOwned>(
 #[derive(Debug)]
 pub struct Peer {
     addr: String,
+    key: ClusterKey,
     stream: Option<BufStream<TcpStream>>,
 }
 
+/// Connects to a peer's cluster port and proves this node knows the cluster's secret.
+pub(crate) async fn connect(addr: &str, key: &ClusterKey) -> io::Result<BufStream<TcpStream>> {
+    let s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let mut stream = BufStream::new(s);
+    key.client(&mut stream).await?;
+    Ok(stream)
+}
+
 impl Peer {
-    pub(crate) fn new(addr: String) -> Peer {
-        Peer { addr, stream: None }
+    pub(crate) fn new(addr: String, key: ClusterKey) -> Peer {
+        Peer {
+            addr,
+            key,
+            stream: None,
+        }
     }
 
     /// Sends a request and waits for its reply, for at most `timeout`.
@@ -176,11 +191,7 @@ impl Peer {
     async fn exchange(&mut self, request: &Request) -> io::Result<Reply> {
         let stream = match &mut self.stream {
             Some(s) => s,
-            None => {
-                let s = TcpStream::connect(&self.addr).await?;
-                s.set_nodelay(true)?;
-                self.stream.insert(BufStream::new(s))
-            }
+            None => self.stream.insert(connect(&self.addr, &self.key).await?),
         };
         write_frame(stream, request).await?;
         read_frame(stream)
@@ -194,12 +205,14 @@ impl Peer {
 #[derive(Debug, Clone, Default)]
 pub struct Network {
     members: Arc<BTreeMap<NodeId, String>>,
+    key: ClusterKey,
 }
 
 impl Network {
-    pub(crate) fn new(members: BTreeMap<NodeId, String>) -> Network {
+    pub(crate) fn new(members: BTreeMap<NodeId, String>, key: ClusterKey) -> Network {
         Network {
             members: Arc::new(members),
+            key,
         }
     }
 }
@@ -218,7 +231,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         let addr = self.members.get(&target).unwrap_or(&node.addr);
         RaftPeer {
             target,
-            peer: Peer::new(addr.clone()),
+            peer: Peer::new(addr.clone(), self.key.clone()),
         }
     }
 }

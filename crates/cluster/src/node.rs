@@ -17,6 +17,7 @@ use brook_auth::AccessStore;
 use brook_broker::Broker;
 
 use crate::access::AccessReplicator;
+use crate::auth::ClusterKey;
 use crate::hooks::Hooks;
 use crate::log_store::{LogOpenError, LogStore};
 use crate::metadata::{Applied, Command, Metadata, MetadataError, NodeId, NodeInfo, StreamKey};
@@ -45,6 +46,8 @@ pub struct ClusterConfig {
     pub dir: PathBuf,
     /// What this node announces to the others.
     pub info: NodeInfo,
+    /// The secret every connection on the cluster port proves (`auth.rs`).
+    pub key: ClusterKey,
     /// Join a running cluster through `members` instead of forming one (`membership.rs`).
     pub join: bool,
     pub storage: SharedStorage,
@@ -75,6 +78,7 @@ pub struct Cluster {
     state: StateMachine,
     metadata: watch::Receiver<Arc<Metadata>>,
     members: BTreeMap<NodeId, String>,
+    key: ClusterKey,
     started: Instant,
     local_addr: SocketAddr,
     /// The cluster port's accept loop, stopped with the node.
@@ -145,7 +149,7 @@ impl Cluster {
         let state = StateMachine::open(config.storage.clone(), &config.dir)
             .map_err(StartError::Snapshot)?;
         let metadata = state.subscribe();
-        let network = Network::new(config.members.clone());
+        let network = Network::new(config.members.clone(), config.key.clone());
         let raft = Raft::new(config.node_id, raft_config()?, network, log, state.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -169,6 +173,7 @@ impl Cluster {
             state,
             metadata,
             members: config.members.clone(),
+            key: config.key.clone(),
             started: Instant::now(),
             local_addr,
             server: std::sync::Mutex::new(None),
@@ -347,6 +352,15 @@ impl Cluster {
         entry.1.elapsed()
     }
 
+    pub(crate) fn key(&self) -> &ClusterKey {
+        &self.key
+    }
+
+    /// A connection to another member's cluster port.
+    pub(crate) fn peer(&self, addr: String) -> Peer {
+        Peer::new(addr, self.key.clone())
+    }
+
     pub(crate) fn broker(&self) -> Option<&Broker> {
         self.broker.get()
     }
@@ -418,7 +432,8 @@ impl Cluster {
             let Some(addr) = self.addr_of(id) else {
                 return (id, None);
             };
-            let answer = Peer::new(addr)
+            let answer = self
+                .peer(addr)
                 .call(&Request::Status, Duration::from_secs(1))
                 .await;
             match answer {
@@ -448,7 +463,7 @@ impl Cluster {
                 name: key.name.clone(),
             };
             let answer = match self.addr_of(node) {
-                Some(addr) => Peer::new(addr).call(&request, Duration::from_secs(1)).await,
+                Some(addr) => self.peer(addr).call(&request, Duration::from_secs(1)).await,
                 None => return (node, None),
             };
             match answer {
@@ -479,7 +494,8 @@ impl Cluster {
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 let leader = f.leader_id.ok_or(ProposeError::NoLeader)?;
                 let addr = self.addr_of(leader).ok_or(ProposeError::NoLeader)?;
-                let reply = Peer::new(addr)
+                let reply = self
+                    .peer(addr)
                     .call(&Request::Propose(command), CALL_TIMEOUT)
                     .await
                     .map_err(|e| ProposeError::Unreachable(leader, e.to_string()))?;

@@ -20,8 +20,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufStream};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::auth::ClusterKey;
 use crate::metadata::{NodeId, StreamKey};
-use crate::network::{CALL_TIMEOUT, Peer, Reply, Request, read_frame, write_frame};
+use crate::network::{CALL_TIMEOUT, Peer, Reply, Request, connect, read_frame, write_frame};
 use crate::node::Cluster;
 
 /// A frame carries about this much chunk data at most.
@@ -98,6 +99,7 @@ pub(crate) struct Feed {
     pub leader: NodeId,
     pub replica: NodeId,
     pub addr: String,
+    pub key: ClusterKey,
     pub backlog: Arc<Backlog>,
     pub reader: LogReader,
     pub committed: watch::Receiver<u64>,
@@ -144,9 +146,7 @@ impl Feed {
 
     /// Opens the link: the replica's end and last chunk.
     async fn handshake(&self) -> io::Result<(BufStream<TcpStream>, ReplicaTail)> {
-        let stream = TcpStream::connect(&self.addr).await?;
-        stream.set_nodelay(true)?;
-        let mut conn = BufStream::new(stream);
+        let mut conn = connect(&self.addr, &self.key).await?;
         let request = Request::Replicate {
             vhost: self.id.vhost.clone(),
             name: self.id.name.clone(),
@@ -203,7 +203,7 @@ impl Feed {
             leader: self.leader,
             to,
         };
-        match Peer::new(self.addr.clone())
+        match Peer::new(self.addr.clone(), self.key.clone())
             .call(&request, CALL_TIMEOUT)
             .await?
         {

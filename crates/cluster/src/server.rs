@@ -30,6 +30,10 @@ async fn connection(stream: TcpStream, cluster: Arc<Cluster>) {
     }
     let peer = stream.peer_addr().ok();
     let mut stream = BufStream::new(stream);
+    if let Err(e) = cluster.key().server(&mut stream).await {
+        tracing::warn!("cluster port, {peer:?}: {e}");
+        return;
+    }
     loop {
         let request: Request = match read_frame(&mut stream).await {
             Ok(Some(r)) => r,

@@ -144,6 +144,7 @@ fn lead(
             leader: cluster.id(),
             replica,
             addr,
+            key: cluster.key().clone(),
             backlog: backlog.clone(),
             reader: reader.clone(),
             committed: committed.clone(),

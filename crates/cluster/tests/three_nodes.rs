@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use brook_cluster::{
-    Applied, Cluster, ClusterConfig, Command, Locator, NodeId, NodeInfo, StreamKey,
+    Applied, Cluster, ClusterConfig, ClusterKey, Command, Locator, NodeId, NodeInfo, StreamKey,
 };
 use tokio::net::TcpListener;
 
@@ -26,6 +26,7 @@ fn config(id: NodeId, members: &BTreeMap<NodeId, String>, dir: &Path) -> Cluster
         },
         storage: brook_storage::disk(),
         join: false,
+        key: ClusterKey::new(Some(b"three nodes")),
     }
 }
 
