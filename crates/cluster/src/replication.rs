@@ -327,7 +327,13 @@ async fn decode(rd: &mut (impl AsyncReadExt + Unpin)) -> io::Result<(u64, Vec<Sh
 
 /// A replica's side of a link the leader opened: checks the leader is the one the metadata
 /// names for this epoch (an old leader is refused: it is fenced), answers the log's end, then
-/// appends every frame and acknowledges it.
+/// appends the frames and acknowledges them.
+///
+/// Frames are decoded by a task of their own, so that all those that arrived while the
+/// previous append (and its fsync) ran go into the next one together: one fsync and one ack
+/// for the group, as the leader's writer groups its own batches. The leader does not wait
+/// for acks to send more, and an ack is the replica's durable end, which covers every frame
+/// before it.
 pub(crate) async fn serve(
     cluster: &Cluster,
     mut conn: BufStream<TcpStream>,
@@ -345,8 +351,32 @@ pub(crate) async fn serve(
     let Some(broker) = cluster.broker() else {
         return Ok(());
     };
+    let (mut rd, mut wr) = tokio::io::split(conn);
+    let (frames, mut arrived) = tokio::sync::mpsc::channel(FRAMES_AHEAD);
+    let decoder = tokio::spawn(async move {
+        loop {
+            let frame = decode(&mut rd).await;
+            let failed = frame.is_err();
+            if frames.send(frame).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    // The decoder ends with the link, whichever way it ends.
+    let _decoder = AbortOnDrop(decoder);
     loop {
-        let (commit, chunks) = decode(&mut conn).await?;
+        let first = arrived.recv().await.ok_or(io::ErrorKind::UnexpectedEof)?;
+        let (mut commit, mut chunks) = first?;
+        while chunks.len() < MAX_GROUP_CHUNKS {
+            match arrived.try_recv() {
+                Ok(frame) => {
+                    let (c, more) = frame?;
+                    commit = c;
+                    chunks.extend(more);
+                }
+                Err(_) => break,
+            }
+        }
         check_current(cluster, &key, epoch, leader).map_err(io::Error::other)?;
         cluster.heard_from_leader(&key, epoch);
         let end = broker
@@ -355,8 +385,22 @@ pub(crate) async fn serve(
             .map_err(io::Error::other)?;
         // Reported lost meanwhile: what was just appended must not count for that leader.
         check_current(cluster, &key, epoch, leader).map_err(io::Error::other)?;
-        conn.write_all(&end.to_be_bytes()).await?;
-        conn.flush().await?;
+        wr.write_all(&end.to_be_bytes()).await?;
+        wr.flush().await?;
+    }
+}
+
+/// Frames decoded ahead of the replica's appends.
+const FRAMES_AHEAD: usize = 64;
+/// At most this many chunks go into one append (and its fsync).
+const MAX_GROUP_CHUNKS: usize = 4096;
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
