@@ -43,7 +43,7 @@ async fn check(cluster: &Arc<Cluster>) {
             }
             continue;
         }
-        let id = StreamId::new(key.vhost.clone(), key.name.clone());
+        let id = StreamId::from(key);
         // Fenced first: from now on this replica appends nothing from that leader and acks
         // nothing it appended after this, so the tail reported below is all it can ever have
         // counted toward that leader's commits.

@@ -48,10 +48,7 @@ async fn forward_offsets(
 }
 
 fn key(id: &StreamId) -> StreamKey {
-    StreamKey {
-        vhost: id.vhost.clone(),
-        name: id.name.clone(),
-    }
+    StreamKey::from(id)
 }
 
 /// `x-initial-cluster-size` and `x-queue-leader-locator`, as RabbitMQ reads them.

@@ -455,7 +455,7 @@ impl Cluster {
         let stream = metadata.streams.get(key)?;
         let asks = stream.members.keys().map(|&node| async move {
             if node == self.id {
-                let id = brook_broker::StreamId::new(key.vhost.clone(), key.name.clone());
+                let id = brook_broker::StreamId::from(key);
                 return (node, self.broker().and_then(|b| b.member_status(&id)));
             }
             let request = Request::StreamStatus {

@@ -341,7 +341,7 @@ pub(crate) async fn serve(
     epoch: u64,
     leader: NodeId,
 ) -> io::Result<()> {
-    let id = StreamId::new(key.vhost.clone(), key.name.clone());
+    let id = StreamId::from(&key);
     let accepted = accept(cluster, &key, &id, epoch, leader).await;
     let refused = accepted.is_err();
     write_frame(&mut conn, &Reply::Replicate(accepted.clone())).await?;
@@ -458,7 +458,7 @@ pub(crate) async fn truncate(
     leader: NodeId,
     to: u64,
 ) -> Result<ReplicaTail, String> {
-    let id = StreamId::new(key.vhost.clone(), key.name.clone());
+    let id = StreamId::from(key);
     let broker = current_leader(cluster, key, &id, epoch, leader).await?;
     let end = broker.truncate(&id, to).await.map_err(|e| e.to_string())?;
     Ok((end, None))

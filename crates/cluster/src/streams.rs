@@ -59,7 +59,7 @@ pub(crate) async fn reconcile(cluster: &Arc<Cluster>) {
     let mut feeds = cluster.feeds().lock().await;
     let metadata = cluster.metadata();
     for (key, stream) in &metadata.streams {
-        let id = StreamId::new(key.vhost.clone(), key.name.clone());
+        let id = StreamId::from(key);
         let Some(role) = role_of(cluster, stream) else {
             continue;
         };
@@ -81,10 +81,7 @@ pub(crate) async fn reconcile(cluster: &Arc<Cluster>) {
         if role == Role::Single {
             continue;
         }
-        let key = crate::StreamKey {
-            vhost: id.vhost.clone(),
-            name: id.name.clone(),
-        };
+        let key = crate::StreamKey::from(&id);
         let member = metadata
             .streams
             .get(&key)

@@ -25,6 +25,22 @@ pub struct StreamKey {
     pub name: String,
 }
 
+/// The broker's name for the same stream.
+impl From<&StreamKey> for brook_broker::StreamId {
+    fn from(key: &StreamKey) -> Self {
+        brook_broker::StreamId::new(key.vhost.clone(), key.name.clone())
+    }
+}
+
+impl From<&brook_broker::StreamId> for StreamKey {
+    fn from(id: &brook_broker::StreamId) -> Self {
+        StreamKey {
+            vhost: id.vhost.clone(),
+            name: id.name.clone(),
+        }
+    }
+}
+
 /// The end of a member's log: the epoch and id of its last chunk (`None`: empty).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Tail {

@@ -96,10 +96,7 @@ fn clustered(api: &Api, info: &StreamInfo, out: &mut Value) {
         return;
     };
     let metadata = cluster.metadata();
-    let key = brook_cluster::StreamKey {
-        vhost: info.id.vhost.clone(),
-        name: info.id.name.clone(),
-    };
+    let key = brook_cluster::StreamKey::from(&info.id);
     let Some(stream) = metadata.streams.get(&key) else {
         return;
     };

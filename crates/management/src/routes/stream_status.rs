@@ -66,10 +66,7 @@ async fn members(api: &Api, vhost: &str, stream: &str) -> Option<Vec<Member>> {
             status,
         }]);
     };
-    let key = brook_cluster::StreamKey {
-        vhost: vhost.to_owned(),
-        name: stream.to_owned(),
-    };
+    let key = brook_cluster::StreamKey::from(&StreamId::new(vhost, stream));
     let statuses: BTreeMap<u64, Option<MemberStatus>> = cluster.stream_status(&key).await?;
     let metadata = cluster.metadata();
     let leader = metadata.streams.get(&key).map(|s| s.leader);
