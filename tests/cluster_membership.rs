@@ -1,7 +1,8 @@
 //! Nodes join and leave a running cluster (issue #13), as RabbitMQ's `join_cluster` and
 //! `forget_cluster_node`: a fourth brook started with `--join` becomes a voting member and
 //! hosts new streams; once stopped and forgotten with `brook ctl forget_cluster_node`, the
-//! others count majorities without it. `brook ctl stream_status` shows each member's copy.
+//! others count majorities without it. `brook ctl stream_status` shows each member's copy;
+//! `add_replica` and `delete_replica` change a stream's members.
 
 #![allow(clippy::unwrap_used)]
 
@@ -29,16 +30,39 @@ fn port(brooks: &[Option<Brook>], i: usize) -> u16 {
     brooks[i].as_ref().unwrap().addr.port()
 }
 
-/// `brook ctl forget_cluster_node` against `brook`: its exit code and what it printed.
-fn forget(brook: &Brook, node: &str) -> (i32, String) {
+/// `brook ctl ARGS` against `brook`: its exit code and what it printed.
+fn ctl(brook: &Brook, args: &[&str]) -> (i32, String) {
     let url = format!("http://{}", brook.http_addr());
     let out = Command::new(env!("CARGO_BIN_EXE_brook"))
-        .args(["ctl", "--url", &url, "forget_cluster_node", node])
+        .args(["ctl", "--url", &url])
+        .args(args)
         .output()
         .unwrap();
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
+}
+
+fn forget(brook: &Brook, node: &str) -> (i32, String) {
+    ctl(brook, &["forget_cluster_node", node])
+}
+
+/// Waits until `stream` has `members` members, every one at offset `last`.
+async fn until_caught_up(brooks: &[Option<Brook>], stream: &str, members: usize, last: u64) {
+    retry(
+        || logs(brooks),
+        || async {
+            let rows = stream_status(brooks[1].as_ref().unwrap(), stream);
+            let caught_up = rows.iter().all(|r| {
+                r["offset"] == last && r["committed_offset"] == last && r["offset_lag"] == 0
+            });
+            match rows.len() == members && caught_up {
+                true => Ok(rows),
+                false => Err(format!("{rows:#?}")),
+            }
+        },
+    )
+    .await;
 }
 
 /// `brook ctl stream_status` against `brook`, as JSON rows.
@@ -68,6 +92,16 @@ fn stream_status(brook: &Brook, stream: &str) -> Vec<Value> {
 async fn a_node_joins_then_is_forgotten() {
     let dir = tempfile::tempdir().unwrap();
     let (mut ports, mut brooks) = three_nodes(dir.path()).await;
+    // A stream from before the join: three members.
+    let first_env = retry(|| logs(&brooks), || env(port(&brooks, 0))).await;
+    first_env.stream_creator().create("early").await.unwrap();
+    let producer = first_env.producer().build("early").await.unwrap();
+    let early = (0..50)
+        .map(|i| Message::builder().body(format!("{i}")).build())
+        .collect();
+    let statuses = producer.batch_send_with_confirm(early).await.unwrap();
+    assert!(statuses.iter().all(|s| s.confirmed()));
+    producer.close().await.unwrap();
     ports.extend(free_ports(1));
     let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     brooks.push(Some(start_node_with(
@@ -100,6 +134,27 @@ async fn a_node_joins_then_is_forgotten() {
     .await;
     assert_eq!(nodes(first).await.len(), 4);
     intruder.kill();
+
+    // add_replica puts the old stream on the new node too, which catches up from the
+    // leader; delete_replica takes it off again, but never the leader.
+    let (code, out) = ctl(brooks[0].as_ref().unwrap(), &["add_replica", "early", "4"]);
+    assert_eq!(code, 0, "{out}");
+    until_caught_up(&brooks, "early", 4, 49).await;
+    let rows = stream_status(brooks[1].as_ref().unwrap(), "early");
+    let writer = rows.iter().find(|r| r["role"] == "writer").unwrap();
+    let writer = writer["node"].as_str().unwrap().to_owned();
+    let (code, out) = ctl(
+        brooks[0].as_ref().unwrap(),
+        &["delete_replica", "early", &writer],
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("leads the stream"), "{out}");
+    let (code, out) = ctl(
+        brooks[0].as_ref().unwrap(),
+        &["delete_replica", "early", "4"],
+    );
+    assert_eq!(code, 0, "{out}");
+    until_caught_up(&brooks, "early", 3, 49).await;
 
     // A stream declared on the new node is led there and replicated on all four.
     let fourth = retry(|| logs(&brooks), || env(port(&brooks, 3))).await;

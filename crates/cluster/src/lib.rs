@@ -38,7 +38,7 @@ mod streams;
 
 pub use auth::ClusterKey;
 pub use log_store::LogOpenError;
-pub use membership::ForgetError;
+pub use membership::MembershipError;
 pub use metadata::{
     Applied, Command, Locator, Member, Metadata, MetadataError, NodeId, NodeInfo, StreamKey,
     StreamMeta, Tail,

@@ -17,7 +17,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers};
 use serde::{Deserialize, Serialize};
 
-use crate::metadata::{Command, MetadataError, NodeId};
+use crate::metadata::{Command, MetadataError, NodeId, StreamKey};
 use crate::network::{CALL_TIMEOUT, ProposeError, Reply, Request};
 use crate::node::Cluster;
 
@@ -37,9 +37,9 @@ pub(crate) enum MembershipChange {
     },
 }
 
-/// Why a node could not be forgotten.
+/// Why a node could not be forgotten, or a replica not added or deleted.
 #[derive(Debug, thiserror::Error)]
-pub enum ForgetError {
+pub enum MembershipError {
     #[error("node {0} is this node")]
     ThisNode(NodeId),
     #[error("node {0} is running; stop it first (RabbitMQ forgets stopped nodes only)")]
@@ -109,17 +109,36 @@ impl Cluster {
         }
     }
 
+    /// `rabbitmq-streams add_replica` (`add`) and `delete_replica`: `node` becomes a member of
+    /// the stream, catching up from the leader, or stops being one.
+    pub async fn change_replica(
+        &self,
+        key: StreamKey,
+        node: NodeId,
+        add: bool,
+    ) -> Result<(), MembershipError> {
+        let command = if add {
+            Command::AddReplica { key, node }
+        } else {
+            Command::DeleteReplica { key, node }
+        };
+        match self.propose(command).await? {
+            Ok(_) => Ok(()),
+            Err(e) => Err(MembershipError::Refused(e)),
+        }
+    }
+
     /// Takes a stopped node out of the cluster (`forget_cluster_node`).
-    pub async fn forget(&self, id: NodeId) -> Result<(), ForgetError> {
+    pub async fn forget(&self, id: NodeId) -> Result<(), MembershipError> {
         if id == self.id() {
-            return Err(ForgetError::ThisNode(id));
+            return Err(MembershipError::ThisNode(id));
         }
         if self.statuses().await.get(&id).is_some_and(Option::is_some) {
-            return Err(ForgetError::Running(id));
+            return Err(MembershipError::Running(id));
         }
         match self.propose(Command::RemoveNode { id }).await? {
             Ok(_) | Err(MetadataError::UnknownNode(_)) => {}
-            Err(e) => return Err(ForgetError::Refused(e)),
+            Err(e) => return Err(MembershipError::Refused(e)),
         }
         Ok(self
             .change_membership(MembershipChange::Remove { id })

@@ -42,6 +42,28 @@ pub(crate) fn stream_status(
     print(out, ctx.format, &columns, &members, lookup)
 }
 
+/// `add_replica` / `delete_replica`: PUT or DELETE /api/stream/replicas/{vhost}/{stream}/{node}
+/// (brook's; RabbitMQ's CLI does it over Erlang distribution).
+pub(crate) fn replica(ctx: &Ctx<'_>, stream: &str, node: &str, add: bool) -> Result<(), CtlError> {
+    let path = format!(
+        "/api/stream/replicas/{}/{}/{}",
+        seg(ctx.vhost),
+        seg(stream),
+        seg(node)
+    );
+    if add {
+        banner(&format!(
+            "Adding a replica for stream {stream} on node {node}"
+        ));
+        ctx.client.put(&path, &serde_json::json!({})).map(drop)
+    } else {
+        banner(&format!(
+            "Removing the replica of stream {stream} on node {node}"
+        ));
+        ctx.client.delete(&path, None).map(drop)
+    }
+}
+
 /// `forget_cluster_node`: DELETE /api/nodes/{node} (brook's; RabbitMQ's CLI does it over
 /// Erlang distribution).
 pub(crate) fn forget(ctx: &Ctx<'_>, node: &str) -> Result<(), CtlError> {

@@ -226,6 +226,18 @@ pub enum Command {
     StreamStatus {
         stream: String,
     },
+    /// Makes `node` (name or id) a member of the stream; it catches up from the leader, as
+    /// `rabbitmq-streams add_replica`.
+    AddReplica {
+        stream: String,
+        node: String,
+    },
+    /// Takes `node` out of the stream's members (not its leader), as `rabbitmq-streams
+    /// delete_replica`.
+    DeleteReplica {
+        stream: String,
+        node: String,
+    },
 }
 
 /// Runs one command, printing to `out` (progress lines go to stderr, as tables and JSON are
@@ -267,6 +279,8 @@ pub fn run(args: CtlArgs, out: &mut dyn Write) -> Result<(), CtlError> {
         Command::ClusterStatus => cluster::status(&ctx, out),
         Command::ForgetClusterNode { node } => cluster::forget(&ctx, &node),
         Command::StreamStatus { stream } => cluster::stream_status(&ctx, &stream, out),
+        Command::AddReplica { stream, node } => cluster::replica(&ctx, &stream, &node, true),
+        Command::DeleteReplica { stream, node } => cluster::replica(&ctx, &stream, &node, false),
         other => admin::run(&ctx, other, out),
     }
 }

@@ -115,6 +115,17 @@ pub enum Command {
     Access(AccessChange),
     /// A change to the super stream definitions.
     SuperStream(SuperStreamChange),
+    /// `rabbitmq-streams add_replica`: `node` becomes a member of the stream (it catches up
+    /// from the leader).
+    AddReplica {
+        key: StreamKey,
+        node: NodeId,
+    },
+    /// `rabbitmq-streams delete_replica`: `node` stops being a member (not the leader).
+    DeleteReplica {
+        key: StreamKey,
+        node: NodeId,
+    },
 }
 
 /// What applying a command changed, for the nodes to act on.
@@ -122,6 +133,8 @@ pub enum Command {
 pub enum Applied {
     NodeAdded(NodeId),
     NodeRemoved(NodeId),
+    /// A replica was added to or deleted from the stream.
+    MembersChanged(StreamKey),
     StreamCreated {
         key: StreamKey,
         leader: NodeId,
@@ -151,6 +164,11 @@ pub enum MetadataError {
     StreamExists(StreamKey),
     UnknownStream(StreamKey),
     NotAMember(NodeId),
+    AlreadyAMember(NodeId),
+    /// The node leads the stream: its replicas cannot be changed from under it.
+    IsTheLeader(NodeId),
+    /// A stream keeps at least one member.
+    LastMember(NodeId),
     NoNodes,
     /// The node still leads this many streams.
     LeadsStreams(NodeId, usize),
@@ -168,6 +186,13 @@ impl fmt::Display for MetadataError {
             MetadataError::StreamExists(k) => write!(f, "stream {:?} already exists", k.name),
             MetadataError::UnknownStream(k) => write!(f, "stream {:?} does not exist", k.name),
             MetadataError::NotAMember(n) => write!(f, "node {n} is not a member of the stream"),
+            MetadataError::AlreadyAMember(n) => write!(f, "node {n} is already a member"),
+            MetadataError::IsTheLeader(n) => write!(
+                f,
+                "node {n} leads the stream; delete a replica, or stop the leader and let \
+                 failover move it first"
+            ),
+            MetadataError::LastMember(n) => write!(f, "node {n} is the stream's last member"),
             MetadataError::NoNodes => write!(f, "the cluster has no nodes"),
             MetadataError::LeadsStreams(n, count) => write!(
                 f,
@@ -250,6 +275,8 @@ impl Metadata {
                 declared_on,
             } => self.create(key, arguments, size, locator, declared_on),
             Command::RemoveNode { id } => self.remove_node(id),
+            Command::AddReplica { key, node } => self.add_replica(key, node),
+            Command::DeleteReplica { key, node } => self.delete_replica(key, node),
             Command::DeleteStream { key } => self.delete(key),
             Command::MemberStopped {
                 key,
@@ -265,6 +292,39 @@ impl Metadata {
                     .map_err(MetadataError::SuperStream)
             }
         }
+    }
+
+    fn add_replica(&mut self, key: StreamKey, node: NodeId) -> Result<Applied, MetadataError> {
+        if !self.placeable().contains(&node) {
+            return Err(MetadataError::UnknownNode(node));
+        }
+        let stream = self
+            .streams
+            .get_mut(&key)
+            .ok_or_else(|| MetadataError::UnknownStream(key.clone()))?;
+        if stream.members.contains_key(&node) {
+            return Err(MetadataError::AlreadyAMember(node));
+        }
+        stream.members.insert(node, Member::Running);
+        Ok(Applied::MembersChanged(key))
+    }
+
+    fn delete_replica(&mut self, key: StreamKey, node: NodeId) -> Result<Applied, MetadataError> {
+        let stream = self
+            .streams
+            .get_mut(&key)
+            .ok_or_else(|| MetadataError::UnknownStream(key.clone()))?;
+        if !stream.members.contains_key(&node) {
+            return Err(MetadataError::NotAMember(node));
+        }
+        if stream.members.len() == 1 {
+            return Err(MetadataError::LastMember(node));
+        }
+        if stream.leader == node {
+            return Err(MetadataError::IsTheLeader(node));
+        }
+        stream.members.remove(&node);
+        Ok(Applied::MembersChanged(key))
     }
 
     fn remove_node(&mut self, id: NodeId) -> Result<Applied, MetadataError> {

@@ -245,3 +245,33 @@ fn streams_are_placed_on_voters_that_have_not_announced_yet() {
     let members: Vec<NodeId> = m.streams[&key("t")].members.keys().copied().collect();
     assert_eq!(members, [1, 2]);
 }
+
+#[test]
+fn replicas_are_added_and_deleted_but_not_the_leader_or_the_last() {
+    let mut m = cluster(3);
+    m.apply(Command::CreateStream {
+        key: key("s"),
+        arguments: Vec::new(),
+        size: Some(1),
+        locator: Locator::ClientLocal,
+        declared_on: 1,
+    })
+    .unwrap();
+    let add = |node| Command::AddReplica {
+        key: key("s"),
+        node,
+    };
+    let delete = |node| Command::DeleteReplica {
+        key: key("s"),
+        node,
+    };
+    assert_eq!(m.apply(delete(1)), Err(MetadataError::LastMember(1)));
+    assert_eq!(m.apply(add(9)), Err(MetadataError::UnknownNode(9)));
+    assert_eq!(m.apply(add(2)), Ok(Applied::MembersChanged(key("s"))));
+    assert_eq!(m.apply(add(2)), Err(MetadataError::AlreadyAMember(2)));
+    assert_eq!(m.apply(delete(1)), Err(MetadataError::IsTheLeader(1)));
+    assert_eq!(m.apply(delete(3)), Err(MetadataError::NotAMember(3)));
+    assert_eq!(m.apply(delete(2)), Ok(Applied::MembersChanged(key("s"))));
+    let members: Vec<NodeId> = m.streams[&key("s")].members.keys().copied().collect();
+    assert_eq!(members, [1]);
+}

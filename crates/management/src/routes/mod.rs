@@ -8,7 +8,7 @@ mod exchanges;
 mod messages;
 mod overview;
 mod queues;
-mod stream_status;
+mod stream_members;
 mod tracking;
 
 pub(crate) use access::{UserBody, user_from};
@@ -35,7 +35,7 @@ pub(crate) fn router(api: Arc<Api>) -> Router {
         .merge(exchanges::routes())
         .merge(connections::routes())
         .merge(tracking::routes())
-        .merge(stream_status::routes())
+        .merge(stream_members::routes())
         .merge(messages::routes())
         .merge(console::routes())
         .guarded(

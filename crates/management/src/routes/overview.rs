@@ -178,23 +178,31 @@ async fn forget_node(api: Ctx, caller: Who, Path(node): Path<String>) -> ApiResu
         .cluster
         .as_ref()
         .ok_or_else(|| ApiError::BadRequest("this node is not part of a cluster".into()))?;
+    let id = node_id(cluster, &node).ok_or(ApiError::NotFound)?;
+    cluster.forget(id).await.map_err(membership_error)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A member of the cluster by name (`brook-3@host`) or `brook_node_id`.
+pub(super) fn node_id(cluster: &brook_cluster::Cluster, node: &str) -> Option<u64> {
     let metadata = cluster.metadata();
     let id = node.parse::<u64>().ok().or_else(|| {
         let named = metadata.nodes.iter().find(|(_, n)| n.name == node);
         named.map(|(id, _)| *id)
     });
-    let id = id
-        .filter(|id| cluster.member_ids().contains(id))
-        .ok_or(ApiError::NotFound)?;
-    cluster.forget(id).await.map_err(|e| match e {
-        brook_cluster::ForgetError::Cluster(e) => ApiError::Custom {
+    id.filter(|id| cluster.member_ids().contains(id))
+}
+
+/// No majority is 503 (the client may retry); a refusal is 400 with the reason.
+pub(super) fn membership_error(e: brook_cluster::MembershipError) -> ApiError {
+    match e {
+        brook_cluster::MembershipError::Cluster(e) => ApiError::Custom {
             status: StatusCode::SERVICE_UNAVAILABLE,
             error: "unavailable".into(),
             reason: e.to_string(),
         },
         refused => ApiError::BadRequest(refused.to_string()),
-    })?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    }
 }
 
 /// This node, and in a cluster every other member as it answers over the cluster port (or

@@ -1,6 +1,7 @@
-//! Each member's copy of a stream, as `rabbitmq-streams stream_status` prints it
-//! (rabbit_stream_queue:status/2). RabbitMQ's CLI gathers it over Erlang RPC; brook's speaks
-//! HTTP, so this route is brook's own, in the stream plugin's path space.
+//! A stream's members: each one's copy, as `rabbitmq-streams stream_status` prints it
+//! (rabbit_stream_queue:status/2), and `add_replica` / `delete_replica`. RabbitMQ's CLI does
+//! these over Erlang RPC; brook's speaks HTTP, so these routes are brook's own, in the stream
+//! plugin's path space.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use brook_auth::Perm;
 use brook_broker::{MemberStatus, StreamId};
 use serde_json::{Value, json};
@@ -18,7 +19,49 @@ use crate::Api;
 use crate::error::{ApiError, ApiResult};
 
 pub(super) fn routes() -> Router<Arc<Api>> {
-    Router::new().guarded("/api/stream/status/{vhost}/{stream}", get(status))
+    Router::new()
+        .guarded("/api/stream/status/{vhost}/{stream}", get(status))
+        .guarded(
+            "/api/stream/replicas/{vhost}/{stream}/{node}",
+            put(add_replica).delete(delete_replica),
+        )
+}
+
+async fn add_replica(
+    api: Ctx,
+    caller: Who,
+    Path((vhost, stream, node)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    change_replica(&api.0, &caller, (vhost, stream, node), true).await
+}
+
+async fn delete_replica(
+    api: Ctx,
+    caller: Who,
+    Path((vhost, stream, node)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    change_replica(&api.0, &caller, (vhost, stream, node), false).await
+}
+
+/// As `rabbitmq-streams add_replica` / `delete_replica`: administrators only.
+async fn change_replica(
+    api: &Api,
+    caller: &Who,
+    (vhost, stream, node): (String, String, String),
+    add: bool,
+) -> ApiResult<Response> {
+    caller.0.require_admin()?;
+    let cluster = api
+        .cluster
+        .as_ref()
+        .ok_or_else(|| ApiError::BadRequest("this node is not part of a cluster".into()))?;
+    let id = super::overview::node_id(cluster, &node).ok_or(ApiError::NotFound)?;
+    let key = brook_cluster::StreamKey::from(&StreamId::new(vhost, stream));
+    cluster
+        .change_replica(key, id, add)
+        .await
+        .map_err(super::overview::membership_error)?;
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }
 
 /// `[{role, node, epoch, offset, committed_offset, committed_chunk_id, first_offset, readers,
