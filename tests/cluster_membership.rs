@@ -16,7 +16,7 @@ use common::child::Brook;
 use common::cluster::*;
 use futures::StreamExt;
 use rabbitmq_stream_client::Environment;
-use rabbitmq_stream_client::types::{LeaderLocator, Message, OffsetSpecification};
+use rabbitmq_stream_client::types::{ByteCapacity, LeaderLocator, Message, OffsetSpecification};
 
 async fn env(port: u16) -> Result<Environment, rabbitmq_stream_client::error::ClientError> {
     Environment::builder()
@@ -92,15 +92,24 @@ fn stream_status(brook: &Brook, stream: &str) -> Vec<Value> {
 async fn a_node_joins_then_is_forgotten() {
     let dir = tempfile::tempdir().unwrap();
     let (mut ports, mut brooks) = three_nodes(dir.path()).await;
-    // A stream from before the join: three members.
+    // A stream from before the join: three members, and retention has removed its first
+    // segments (one ~1 KiB chunk per segment, 3 KiB kept).
     let first_env = retry(|| logs(&brooks), || env(port(&brooks, 0))).await;
-    first_env.stream_creator().create("early").await.unwrap();
+    first_env
+        .stream_creator()
+        .max_length(ByteCapacity::B(3000))
+        .max_segment_size(ByteCapacity::B(1000))
+        .create("early")
+        .await
+        .unwrap();
     let producer = first_env.producer().build("early").await.unwrap();
-    let early = (0..50)
-        .map(|i| Message::builder().body(format!("{i}")).build())
-        .collect();
-    let statuses = producer.batch_send_with_confirm(early).await.unwrap();
-    assert!(statuses.iter().all(|s| s.confirmed()));
+    for batch in 0..10 {
+        let early = (0..5)
+            .map(|i| Message::builder().body(vec![b'0' + batch; 200 + i]).build())
+            .collect();
+        let statuses = producer.batch_send_with_confirm(early).await.unwrap();
+        assert!(statuses.iter().all(|s| s.confirmed()));
+    }
     producer.close().await.unwrap();
     ports.extend(free_ports(1));
     let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
@@ -137,9 +146,19 @@ async fn a_node_joins_then_is_forgotten() {
 
     // add_replica puts the old stream on the new node too, which catches up from the
     // leader; delete_replica takes it off again, but never the leader.
+    let rows = stream_status(brooks[1].as_ref().unwrap(), "early");
+    let writer = rows.iter().find(|r| r["role"] == "writer").unwrap();
+    assert!(writer["first_offset"].as_u64().unwrap() > 0, "{rows:#?}");
+    // The new member starts at the leader's first chunk: it cannot continue from nothing.
     let (code, out) = ctl(brooks[0].as_ref().unwrap(), &["add_replica", "early", "4"]);
     assert_eq!(code, 0, "{out}");
     until_caught_up(&brooks, "early", 4, 49).await;
+    assert!(
+        brooks[3]
+            .as_ref()
+            .unwrap()
+            .logged("log started again at the leader's first chunk")
+    );
     let rows = stream_status(brooks[1].as_ref().unwrap(), "early");
     let writer = rows.iter().find(|r| r["role"] == "writer").unwrap();
     let writer = writer["node"].as_str().unwrap().to_owned();

@@ -178,6 +178,11 @@ impl Broker {
         self.ask(id, |reply| Command::Truncate { to, reply }).await
     }
 
+    /// A replica starts its log again, empty, at `at`; returns its new end.
+    pub async fn restart_replica(&self, id: &StreamId, at: u64) -> Result<u64, Error> {
+        self.ask(id, |reply| Command::Restart { at, reply }).await
+    }
+
     /// Sends a stream's task a command and waits for its answer.
     async fn ask<T>(
         &self,

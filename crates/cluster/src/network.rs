@@ -66,6 +66,15 @@ pub(crate) enum Request {
         leader: NodeId,
         to: u64,
     },
+    /// The replica's log lies wholly below the leader's (retention): it starts again, empty,
+    /// at `at`, the leader's first chunk.
+    Restart {
+        vhost: String,
+        name: String,
+        epoch: u64,
+        leader: NodeId,
+        at: u64,
+    },
     /// A consumer on a replica stored an offset; the leader writes it.
     StoreOffset {
         vhost: String,

@@ -120,6 +120,14 @@ impl Feed {
         let handshake = tokio::time::timeout(CALL_TIMEOUT, self.handshake()).await;
         let (conn, (next, last)) =
             handshake.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))?;
+        // The replica's log lies wholly below this one's first chunk (retention removed what
+        // it could continue from, or it is new and empty): it starts again at that chunk.
+        let first = self.reader.stats().first_chunk_id;
+        if let Some(first) = first
+            && (next < first || last.is_some_and(|(chunk_id, _)| chunk_id < first))
+        {
+            return self.restart_replica(first).await;
+        }
         if let Some((chunk_id, epoch)) = last
             && !self.holds(chunk_id, epoch)?
         {
@@ -191,6 +199,24 @@ impl Feed {
             chunks.into_iter().next().map(|s| s.chunk.header)
         };
         Ok(found.is_some_and(|h| h.chunk_id == chunk_id && h.epoch == epoch))
+    }
+
+    async fn restart_replica(&self, at: u64) -> io::Result<()> {
+        let request = Request::Restart {
+            vhost: self.id.vhost.clone(),
+            name: self.id.name.clone(),
+            epoch: self.epoch,
+            leader: self.leader,
+            at,
+        };
+        match Peer::new(self.addr.clone(), self.key.clone())
+            .call(&request, CALL_TIMEOUT)
+            .await?
+        {
+            Reply::Replicate(Ok(_)) => Ok(()),
+            Reply::Replicate(Err(e)) => Err(io::Error::other(e)),
+            _ => Err(io::Error::other("unexpected reply to Restart")),
+        }
     }
 
     /// The replica's last chunk is not this leader's: it never reached a majority. The
@@ -461,6 +487,23 @@ pub(crate) async fn truncate(
     let id = StreamId::from(key);
     let broker = current_leader(cluster, key, &id, epoch, leader).await?;
     let end = broker.truncate(&id, to).await.map_err(|e| e.to_string())?;
+    Ok((end, None))
+}
+
+/// A leader asks this replica to start its log again at `at` (its own first chunk).
+pub(crate) async fn restart(
+    cluster: &Cluster,
+    key: &StreamKey,
+    epoch: u64,
+    leader: NodeId,
+    at: u64,
+) -> Result<ReplicaTail, String> {
+    let id = StreamId::from(key);
+    let broker = current_leader(cluster, key, &id, epoch, leader).await?;
+    let end = broker
+        .restart_replica(&id, at)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok((end, None))
 }
 

@@ -102,6 +102,16 @@ async fn answer(cluster: &Cluster, request: Request) -> Reply {
             let key = crate::StreamKey { vhost, name };
             Reply::Replicate(crate::replication::truncate(cluster, &key, epoch, leader, to).await)
         }
+        Request::Restart {
+            vhost,
+            name,
+            epoch,
+            leader,
+            at,
+        } => {
+            let key = crate::StreamKey { vhost, name };
+            Reply::Replicate(crate::replication::restart(cluster, &key, epoch, leader, at).await)
+        }
         // Handled by `connection`, which hands the connection over.
         Request::Replicate { .. } => Reply::Done,
     }

@@ -161,6 +161,12 @@ impl Shared {
         self.written_end.store(end, Ordering::Release);
     }
 
+    /// No chunk written yet; the next one starts at `end` (a replica started again).
+    pub(crate) fn reset_written(&self, end: u64) {
+        self.last_written.store(-1, Ordering::Release);
+        self.written_end.store(end, Ordering::Release);
+    }
+
     fn last_written(&self) -> Option<u64> {
         u64::try_from(self.last_written.load(Ordering::Acquire)).ok()
     }

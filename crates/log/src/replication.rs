@@ -285,6 +285,49 @@ impl Log {
         Ok(log)
     }
 
+    /// A replica whose whole log lies below the leader's (the leader's retention removed
+    /// everything this log could continue from, or this log is new and empty): its segments
+    /// go, and it starts again, empty, at `next_offset`, the leader's first chunk. Nothing is
+    /// lost that the leader still has; retention, with the same arguments, would remove the
+    /// rest here too. Readers keep the shared state, as after [`Log::truncate`].
+    pub fn restart_at(mut self, next_offset: u64) -> Result<Log> {
+        if next_offset < self.next_offset() {
+            return Err(LogError::OutOfSequence {
+                expected: self.next_offset(),
+                got: next_offset,
+            });
+        }
+        self.sync()?;
+        self.files = None;
+        let (storage, dir, config) = (self.storage.clone(), self.dir.clone(), self.config.clone());
+        let shared = self.shared.clone();
+        let segments = std::mem::take(&mut self.segments);
+        drop(self);
+        // The new segment first, then the old ones, oldest first: a crash in between leaves
+        // the newest old segments and the empty new one, which recovery removes; the log then
+        // ends where it did, and the leader asks again.
+        crate::writer::create_segment_files(&*storage, &dir, next_offset)?;
+        for segment in &segments {
+            if segment.first_chunk_id == next_offset {
+                continue;
+            }
+            for path in [
+                index_path(&dir, segment.first_chunk_id),
+                segment_path(&dir, segment.first_chunk_id),
+            ] {
+                storage.remove_file(&path).map_err(LogError::io(&path))?;
+            }
+        }
+        sync_dir(&*storage, &dir)?;
+        let (mut log, _) = Log::open(storage, &dir, config)?;
+        let view = log.shared.read().clone();
+        *shared.write() = view;
+        shared.tail.clear();
+        shared.reset_written(next_offset);
+        log.shared = shared;
+        Ok(log)
+    }
+
     fn bad_chunk(&self, position: u64, source: chunk::ChunkError) -> LogError {
         LogError::BadChunk {
             path: self.dir.clone(),

@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::Path;
 
-use brook_log::{Log, LogConfig, LogError, ReadChunk, Seek, Shipped, UserChunk};
+use brook_log::{Log, LogConfig, LogError, ReadChunk, Retention, Seek, Shipped, UserChunk};
 use brook_protocol::chunk::encode_simple_entries;
 use brook_storage::disk;
 
@@ -171,4 +171,50 @@ fn a_replica_cut_back_to_the_new_leaders_end_keeps_the_rest_and_its_tracking() {
     assert!(recovery.is_clean(), "{recovery}");
     assert_eq!(reopened.next_offset(), kept);
     assert_eq!(reopened.tail().unwrap(), tail);
+}
+
+#[test]
+fn a_replica_below_the_leaders_retention_starts_again_at_the_leaders_first_chunk() {
+    let (leader_dir, replica_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let retained = LogConfig {
+        retention: Retention {
+            max_bytes: Some(600),
+            max_age: None,
+        },
+        ..small_segments()
+    };
+    let (mut leader, _) = Log::open(disk(), leader_dir.path(), retained).unwrap();
+    for i in 0..20 {
+        append(&mut leader, i);
+    }
+    leader.commit();
+    leader.enforce_retention(0).unwrap();
+    let first = leader.reader().stats().first_chunk_id.unwrap();
+    assert!(first > 0, "retention removed the first segments");
+
+    // A replica that holds only what the leader no longer has: it cannot continue.
+    let (mut replica, _) = Log::open(disk(), replica_dir.path(), small_segments()).unwrap();
+    append(&mut replica, 0);
+    let readers = replica.reader();
+    let mut replica = replica.restart_at(first).unwrap();
+    assert_eq!(replica.next_offset(), first);
+    assert_eq!(
+        readers.stats().first_chunk_id,
+        None,
+        "readers see the new, empty log"
+    );
+    assert_eq!(readers.stats().written_end, first);
+
+    let mut cursor = leader.reader().cursor(Seek::First).unwrap();
+    let mut shipped = Vec::new();
+    while cursor.read_shipped(1 << 20, &mut shipped).unwrap() > 0 {}
+    replay(&mut replica, shipped);
+    replica.commit();
+    assert_eq!(files(replica_dir.path()), files(leader_dir.path()));
+    assert_eq!(read_all(&replica).len(), read_all(&leader).len());
+    // Never backwards: what it holds is not thrown away for an older start.
+    assert!(matches!(
+        replica.restart_at(0),
+        Err(LogError::OutOfSequence { .. })
+    ));
 }

@@ -143,6 +143,12 @@ pub(crate) enum Command {
         to: u64,
         reply: oneshot::Sender<Result<u64, String>>,
     },
+    /// A replica: start again, empty, at `at`, the leader's first chunk (the leader's
+    /// retention removed everything this copy could continue from).
+    Restart {
+        at: u64,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
     /// A replica: the leader's chunks to append, and its commit (readers may see up to it).
     /// The reply is the replica's durable end.
     Replicate {

@@ -65,26 +65,26 @@ pub(crate) async fn run(
                 let _ = reply.send(Err(format!("no chunk starts at {to}")));
             }
             Command::Truncate { to, reply } => {
-                let done = tokio::task::spawn_blocking(move || current.truncate(to)).await;
-                let Ok(result) = done else {
-                    tracing::error!(stream = %links.id, "replica truncation failed");
-                    return;
-                };
-                match result {
-                    Ok(mut cut) => {
+                let cut = move |log: Log| log.truncate(to);
+                match reshape(current, cut, reply, &links).await {
+                    Some(cut) => {
                         tracing::warn!(stream = %links.id, to,
                             "log cut back to the new leader's: what followed never reached a majority");
-                        cut.replicate(false);
-                        let _ = reply.send(Ok(cut.next_offset()));
                         current = cut;
                     }
-                    Err(e) => {
-                        // The files are as the failed step left them; reopening on restart
-                        // recovers them. Nothing more is written here until then.
-                        tracing::error!(stream = %links.id, "cutting the log back: {e}");
-                        let _ = reply.send(Err(e.to_string()));
-                        return;
+                    None => return,
+                }
+            }
+            Command::Restart { at, reply } => {
+                let restart = move |log: Log| log.restart_at(at);
+                match reshape(current, restart, reply, &links).await {
+                    Some(restarted) => {
+                        tracing::warn!(stream = %links.id, at,
+                            "log started again at the leader's first chunk: the leader's \
+                             retention removed everything this copy could continue from");
+                        current = restarted;
                     }
+                    None => return,
                 }
             }
             Command::Shutdown { reply } => {
@@ -100,6 +100,34 @@ pub(crate) async fn run(
             other => answer(&current, other, &links),
         }
         log = Some(current);
+    }
+}
+
+/// Cuts the log back or starts it again, on the blocking pool; answers the new end. `None`:
+/// it failed, and the replica stops (the files are as the failed step left them; reopening
+/// on restart recovers them).
+async fn reshape(
+    current: Log,
+    change: impl FnOnce(Log) -> brook_log::Result<Log> + Send + 'static,
+    reply: tokio::sync::oneshot::Sender<Result<u64, String>>,
+    links: &Links,
+) -> Option<Log> {
+    let done = tokio::task::spawn_blocking(move || change(current)).await;
+    match done {
+        Ok(Ok(mut log)) => {
+            log.replicate(false);
+            let _ = reply.send(Ok(log.next_offset()));
+            Some(log)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(stream = %links.id, "reshaping the replica's log: {e}");
+            let _ = reply.send(Err(e.to_string()));
+            None
+        }
+        Err(_) => {
+            tracing::error!(stream = %links.id, "reshaping the replica's log: the task failed");
+            None
+        }
     }
 }
 
@@ -153,7 +181,10 @@ fn answer(log: &Log, command: Command, links: &Links) {
         Command::Tail { reply } => {
             let _ = reply.send(log.tail().map_err(|e| e.to_string()));
         }
-        Command::Acked { .. } | Command::Replicate { .. } | Command::Truncate { .. } => {}
+        Command::Acked { .. }
+        | Command::Replicate { .. }
+        | Command::Truncate { .. }
+        | Command::Restart { .. } => {}
         Command::Shutdown { .. } | Command::Delete { .. } => {}
     }
 }

@@ -153,7 +153,9 @@ impl StreamWriter {
                         q.ack(node, end);
                     }
                 }
-                Command::Replicate { reply, .. } | Command::Truncate { reply, .. } => {
+                Command::Replicate { reply, .. }
+                | Command::Truncate { reply, .. }
+                | Command::Restart { reply, .. } => {
                     let _ = reply.send(Err("this node leads the stream".into()));
                 }
                 Command::Tail { reply } => {
