@@ -57,6 +57,8 @@ rabbit_env() {
     export RABBITMQ_MNESIA_BASE="$work/rabbit$n/mnesia"
     export RABBITMQ_LOG_BASE="$work/rabbit$n/log"
     export RABBITMQ_PID_FILE="$work/rabbit$n/pid"
+    # A node that fails to start writes its crash dump here, not into the caller's directory.
+    export ERL_CRASH_DUMP="$work/rabbit$n/erl_crash.dump"
 }
 
 start_rabbitmq() {
