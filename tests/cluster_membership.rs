@@ -150,15 +150,21 @@ async fn a_node_joins_then_is_forgotten() {
     let writer = rows.iter().find(|r| r["role"] == "writer").unwrap();
     assert!(writer["first_offset"].as_u64().unwrap() > 0, "{rows:#?}");
     // The new member starts at the leader's first chunk: it cannot continue from nothing.
+    // The leader's writer goes on meanwhile: a producer connected before keeps publishing,
+    // now confirmed by a majority of four.
+    let producer = first_env.producer().build("early").await.unwrap();
     let (code, out) = ctl(brooks[0].as_ref().unwrap(), &["add_replica", "early", "4"]);
     assert_eq!(code, 0, "{out}");
     until_caught_up(&brooks, "early", 4, 49).await;
-    assert!(
-        brooks[3]
-            .as_ref()
-            .unwrap()
-            .logged("log started again at the leader's first chunk")
-    );
+    let restarted = "log started again at the leader's first chunk";
+    assert!(brooks[3].as_ref().unwrap().logged(restarted));
+    let more = (0..5)
+        .map(|i| Message::builder().body(vec![b'x'; 200 + i]).build())
+        .collect();
+    let statuses = producer.batch_send_with_confirm(more).await.unwrap();
+    assert!(statuses.iter().all(|s| s.confirmed()));
+    producer.close().await.unwrap();
+    until_caught_up(&brooks, "early", 4, 54).await;
     let rows = stream_status(brooks[1].as_ref().unwrap(), "early");
     let writer = rows.iter().find(|r| r["role"] == "writer").unwrap();
     let writer = writer["node"].as_str().unwrap().to_owned();
@@ -173,7 +179,7 @@ async fn a_node_joins_then_is_forgotten() {
         &["delete_replica", "early", "4"],
     );
     assert_eq!(code, 0, "{out}");
-    until_caught_up(&brooks, "early", 3, 49).await;
+    until_caught_up(&brooks, "early", 3, 54).await;
 
     // A stream declared on the new node is led there and replicated on all four.
     let fourth = retry(|| logs(&brooks), || env(port(&brooks, 3))).await;

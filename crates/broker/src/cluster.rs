@@ -199,6 +199,14 @@ impl Broker {
             .map_err(unavailable)
     }
 
+    /// A leader's stream now has these replicas, in the same epoch: it goes on without a
+    /// restart (a restart would reopen the log and show its uncommitted tail to readers).
+    pub fn set_replicas(&self, id: &StreamId, replicas: Vec<u64>) {
+        if let Ok(stream) = self.stream(id) {
+            let _ = stream.send(Command::SetReplicas { replicas });
+        }
+    }
+
     /// A leader hears that replica `node` holds everything before `end`.
     pub fn acked(&self, id: &StreamId, node: u64, end: u64) {
         if let Ok(stream) = self.stream(id) {

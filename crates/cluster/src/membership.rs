@@ -46,6 +46,8 @@ pub enum MembershipError {
     Running(NodeId),
     #[error("{0}")]
     Refused(MetadataError),
+    #[error("{0}; try again once every member holds the committed offset (stream_status)")]
+    NotCaughtUp(String),
     #[error(transparent)]
     Cluster(#[from] ProposeError),
 }
@@ -117,6 +119,7 @@ impl Cluster {
         node: NodeId,
         add: bool,
     ) -> Result<(), MembershipError> {
+        self.members_hold_the_commit(&key).await?;
         let command = if add {
             Command::AddReplica { key, node }
         } else {
@@ -126,6 +129,31 @@ impl Cluster {
             Ok(_) => Ok(()),
             Err(e) => Err(MembershipError::Refused(e)),
         }
+    }
+
+    /// A stream's members change only while every one of them holds everything committed:
+    /// then any majority of the new members holds it too, however the majority's size
+    /// changes. (A committed chunk is on a majority of the old members only; two changes in a
+    /// row, the second before the first's new member caught up, could leave a majority of the
+    /// new members without it.)
+    async fn members_hold_the_commit(&self, key: &StreamKey) -> Result<(), MembershipError> {
+        let unknown = || MembershipError::Refused(MetadataError::UnknownStream(key.clone()));
+        let statuses = self.stream_status(key).await.ok_or_else(unknown)?;
+        let committed = statuses
+            .values()
+            .flatten()
+            .find(|s| s.role == "writer")
+            .map(|s| s.committed_offset)
+            .ok_or_else(|| MembershipError::NotCaughtUp("the leader did not answer".into()))?;
+        for (node, status) in &statuses {
+            let holds = status.as_ref().map(|s| s.offset >= committed);
+            if holds != Some(true) {
+                return Err(MembershipError::NotCaughtUp(format!(
+                    "node {node} does not hold the stream's committed offset {committed:?}"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Takes a stopped node out of the cluster (`forget_cluster_node`).

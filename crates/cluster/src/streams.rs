@@ -6,22 +6,43 @@ use std::sync::Arc;
 
 use brook_broker::cluster::Hosted;
 use brook_broker::{Broker, Role, StreamId};
+use brook_log::LogReader;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::metadata::StreamMeta;
+use crate::metadata::{NodeId, StreamMeta};
 use crate::node::Cluster;
 use crate::replication::{Backlog, Feed};
 
-/// The replication tasks of the streams this node leads.
+/// The replication of the streams this node leads.
 #[derive(Debug, Default)]
 pub(crate) struct Feeds {
-    tasks: HashMap<StreamId, Vec<JoinHandle<()>>>,
+    led: HashMap<StreamId, Led>,
 }
 
 impl Feeds {
     fn stop(&mut self, id: &StreamId) {
-        for task in self.tasks.remove(id).unwrap_or_default() {
-            task.abort();
+        self.led.remove(id);
+    }
+}
+
+/// One led stream: the backlog of its written chunks, filled by `pump`, and a feed per
+/// replica. Dropping it stops them all.
+#[derive(Debug)]
+struct Led {
+    backlog: Arc<Backlog>,
+    reader: LogReader,
+    committed: watch::Receiver<u64>,
+    epoch: u64,
+    pump: JoinHandle<()>,
+    feeds: HashMap<NodeId, JoinHandle<()>>,
+}
+
+impl Drop for Led {
+    fn drop(&mut self) {
+        self.pump.abort();
+        for feed in self.feeds.values() {
+            feed.abort();
         }
     }
 }
@@ -63,15 +84,26 @@ pub(crate) async fn reconcile(cluster: &Arc<Cluster>) {
         let Some(role) = role_of(cluster, stream) else {
             continue;
         };
-        if broker.role(&id) == Some(role) {
+        let hosted = broker.role(&id);
+        if let (Some(Role::Leader { epoch: now, .. }), Role::Leader { epoch, .. }) = (hosted, role)
+            && now == epoch
+            && let Some(led) = feeds.led.get_mut(&id)
+        {
+            // Same epoch, other replicas (add_replica, delete_replica, a forgotten node): the
+            // writer goes on, so its log keeps showing readers only what is committed.
+            led.follow(cluster, broker, stream, &id);
+            continue;
+        }
+        if hosted == Some(role) {
             continue;
         }
         feeds.stop(&id);
         match broker.host(&id, &stream.arguments, role).await {
             Ok(mut hosted) => {
                 if let Some(shipments) = hosted.shipments.take() {
-                    let tasks = lead(cluster, broker, stream, &id, hosted, shipments);
-                    feeds.tasks.insert(id, tasks);
+                    let mut led = lead(hosted, shipments, stream.epoch);
+                    led.follow(cluster, broker, stream, &id);
+                    feeds.led.insert(id, led);
                 }
             }
             Err(e) => tracing::error!(stream = %id, ?role, "hosting: {e}"),
@@ -95,23 +127,15 @@ pub(crate) async fn reconcile(cluster: &Arc<Cluster>) {
     }
 }
 
-/// Starts a leader's replication: the backlog of its written chunks, and a feed per replica.
-fn lead(
-    cluster: &Arc<Cluster>,
-    broker: &Broker,
-    stream: &StreamMeta,
-    id: &StreamId,
-    hosted: Hosted,
-    mut shipments: brook_broker::Shipments,
-) -> Vec<JoinHandle<()>> {
+/// Starts a leader's replication: the backlog of its written chunks; feeds follow.
+fn lead(hosted: Hosted, mut shipments: brook_broker::Shipments, epoch: u64) -> Led {
     let Hosted {
         reader, committed, ..
     } = hosted;
     let backlog = Backlog::new(reader.stats().next_offset);
-    let mut tasks = Vec::new();
-    {
+    let pump = {
         let (backlog, mut committed) = (backlog.clone(), committed.clone());
-        tasks.push(tokio::spawn(async move {
+        tokio::spawn(async move {
             loop {
                 tokio::select! {
                     batch = shipments.recv() => match batch {
@@ -127,26 +151,68 @@ fn lead(
                     }
                 }
             }
-        }));
+        })
+    };
+    Led {
+        backlog,
+        reader,
+        committed,
+        epoch,
+        pump,
+        feeds: HashMap::new(),
     }
-    for &replica in stream.members.keys().filter(|n| **n != cluster.id()) {
-        let Some(addr) = cluster.addr_of(replica) else {
-            tracing::error!(stream = %id, replica, "no cluster address for the replica");
-            continue;
-        };
-        let feed = Feed {
-            broker: broker.clone(),
-            id: id.clone(),
-            epoch: stream.epoch,
-            leader: cluster.id(),
-            replica,
-            addr,
-            key: cluster.key().clone(),
-            backlog: backlog.clone(),
-            reader: reader.clone(),
-            committed: committed.clone(),
-        };
-        tasks.push(tokio::spawn(feed.run()));
+}
+
+impl Led {
+    /// Runs a feed for each of the stream's replicas and none other, and tells the writer
+    /// who they are when that changed.
+    fn follow(
+        &mut self,
+        cluster: &Arc<Cluster>,
+        broker: &Broker,
+        stream: &StreamMeta,
+        id: &StreamId,
+    ) {
+        let replicas: Vec<NodeId> = stream
+            .members
+            .keys()
+            .copied()
+            .filter(|n| *n != cluster.id())
+            .collect();
+        let before = self.feeds.len();
+        self.feeds.retain(|node, feed| {
+            let keep = replicas.contains(node);
+            if !keep {
+                feed.abort();
+            }
+            keep
+        });
+        let mut changed = self.feeds.len() != before;
+        for &replica in &replicas {
+            if self.feeds.contains_key(&replica) {
+                continue;
+            }
+            let Some(addr) = cluster.addr_of(replica) else {
+                tracing::error!(stream = %id, replica, "no cluster address for the replica");
+                continue;
+            };
+            let feed = Feed {
+                broker: broker.clone(),
+                id: id.clone(),
+                epoch: self.epoch,
+                leader: cluster.id(),
+                replica,
+                addr,
+                key: cluster.key().clone(),
+                backlog: self.backlog.clone(),
+                reader: self.reader.clone(),
+                committed: self.committed.clone(),
+            };
+            self.feeds.insert(replica, tokio::spawn(feed.run()));
+            changed = true;
+        }
+        if changed {
+            broker.set_replicas(id, replicas);
+        }
     }
-    tasks
 }

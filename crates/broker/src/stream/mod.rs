@@ -143,6 +143,10 @@ pub(crate) enum Command {
         to: u64,
         reply: oneshot::Sender<Result<u64, String>>,
     },
+    /// A leader: the stream's replicas are now these (its epoch is unchanged).
+    SetReplicas {
+        replicas: Vec<u64>,
+    },
     /// A replica: start again, empty, at `at`, the leader's first chunk (the leader's
     /// retention removed everything this copy could continue from).
     Restart {

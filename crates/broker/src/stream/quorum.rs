@@ -10,6 +10,9 @@ pub(crate) struct Quorum {
     members: usize,
     local: u64,
     replicas: HashMap<u64, u64>,
+    /// Who the replicas are, once the cluster said (`set_replicas`): acks from others (a
+    /// deleted replica's last ones) do not count.
+    known: Option<Vec<u64>>,
     /// What readers and confirms have been released up to.
     pub published: u64,
 }
@@ -22,8 +25,17 @@ impl Quorum {
             members: members.max(1),
             local: start,
             replicas: HashMap::new(),
+            known: None,
             published: start,
         }
+    }
+
+    /// The stream's replicas changed (`add_replica`, `delete_replica`, a forgotten node):
+    /// majorities count the new members from now on, and a deleted one's acks no longer.
+    pub(crate) fn set_replicas(&mut self, replicas: &[u64]) {
+        self.members = replicas.len().saturating_add(1);
+        self.replicas.retain(|node, _| replicas.contains(node));
+        self.known = Some(replicas.to_vec());
     }
 
     pub(crate) fn local(&mut self, end: u64) {
@@ -34,6 +46,9 @@ impl Quorum {
     /// reconnect: never go back). A replica cannot hold more than this leader wrote: an ack
     /// beyond it (a replica not yet cut back) counts only up to the leader's end.
     pub(crate) fn ack(&mut self, node: u64, end: u64) {
+        if self.known.as_ref().is_some_and(|k| !k.contains(&node)) {
+            return;
+        }
         let end = end.min(self.local);
         let e = self.replicas.entry(node).or_default();
         *e = (*e).max(end);
@@ -82,5 +97,30 @@ mod tests {
         let mut one = Quorum::new(1, 0);
         one.local(5);
         assert_eq!(one.committed(), 5);
+    }
+
+    #[test]
+    fn new_replicas_count_from_now_on_and_deleted_ones_no_longer() {
+        let mut q = Quorum::new(3, 0);
+        q.local(100);
+        q.ack(2, 100);
+        assert_eq!(q.committed(), 100);
+        // A fourth member: 3 of 4 must hold a chunk now.
+        q.set_replicas(&[2, 3, 4]);
+        q.local(200);
+        q.ack(2, 200);
+        assert!(
+            q.committed() < 200,
+            "the leader and one replica are not 3 of 4"
+        );
+        q.ack(4, 200);
+        assert_eq!(q.committed(), 200);
+        // Node 2 deleted: its acks count no longer.
+        q.set_replicas(&[3, 4]);
+        q.local(300);
+        q.ack(2, 300);
+        assert_eq!(q.committed(), 200);
+        q.ack(3, 300);
+        assert_eq!(q.committed(), 300);
     }
 }

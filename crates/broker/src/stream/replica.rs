@@ -182,6 +182,7 @@ fn answer(log: &Log, command: Command, links: &Links) {
             let _ = reply.send(log.tail().map_err(|e| e.to_string()));
         }
         Command::Acked { .. }
+        | Command::SetReplicas { .. }
         | Command::Replicate { .. }
         | Command::Truncate { .. }
         | Command::Restart { .. } => {}

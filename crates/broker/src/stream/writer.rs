@@ -153,6 +153,11 @@ impl StreamWriter {
                         q.ack(node, end);
                     }
                 }
+                Command::SetReplicas { replicas } => {
+                    if let Some(q) = &mut self.quorum {
+                        q.set_replicas(&replicas);
+                    }
+                }
                 Command::Replicate { reply, .. }
                 | Command::Truncate { reply, .. }
                 | Command::Restart { reply, .. } => {
