@@ -126,6 +126,13 @@ impl Feed {
         if let Some(first) = first
             && (next < first || last.is_some_and(|(chunk_id, _)| chunk_id < first))
         {
+            // A last chunk of an old epoch may start below `first` and end above it (its
+            // boundaries need not be this log's): cut it off first, then start again.
+            if next > first
+                && let Some((chunk_id, _)) = last
+            {
+                return self.cut_back(chunk_id).await;
+            }
             return self.restart_replica(first).await;
         }
         if let Some((chunk_id, epoch)) = last
@@ -416,8 +423,9 @@ pub(crate) async fn serve(
     }
 }
 
-/// Frames decoded ahead of the replica's appends.
-const FRAMES_AHEAD: usize = 64;
+/// Frames decoded ahead of the replica's appends: a few, so that a link buffers little more
+/// than TCP would (frames can be megabytes) while the next append is already queued.
+const FRAMES_AHEAD: usize = 4;
 /// At most this many chunks go into one append (and its fsync).
 const MAX_GROUP_CHUNKS: usize = 4096;
 

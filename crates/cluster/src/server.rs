@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio::io::BufStream;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::network::{Reply, Request, read_frame, write_frame};
+use crate::network::{CALL_TIMEOUT, Reply, Request, read_frame, write_frame};
 use crate::node::Cluster;
 
 /// Accepts peers until the runtime stops.
@@ -30,7 +30,9 @@ async fn connection(stream: TcpStream, cluster: Arc<Cluster>) {
     }
     let peer = stream.peer_addr().ok();
     let mut stream = BufStream::new(stream);
-    if let Err(e) = cluster.key().server(&mut stream).await {
+    // A peer that connects and says nothing must not hold a task and a descriptor for ever.
+    let handshake = tokio::time::timeout(CALL_TIMEOUT, cluster.key().server(&mut stream)).await;
+    if let Err(e) = handshake.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())) {
         tracing::warn!("cluster port, {peer:?}: {e}");
         return;
     }

@@ -205,7 +205,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => None,
                 EntryPayload::Normal(command) => Some(inner.metadata.apply(command)),
                 EntryPayload::Membership(m) => {
-                    inner.metadata.voters = m.voter_ids().collect();
+                    // A joint configuration lists the old voters and the new: placement
+                    // follows the new ones, so a node being removed gets no new stream.
+                    let new = m.get_joint_config().last();
+                    inner.metadata.voters =
+                        new.map(|c| c.iter().copied().collect()).unwrap_or_default();
                     inner.membership = StoredMembership::new(Some(entry.log_id), m);
                     None
                 }

@@ -93,8 +93,8 @@ impl Session {
             reference: reference.to_owned(),
             reply,
         })?;
-        rx.await
-            .map_err(|_| unavailable(&stream))?
+        answer(&stream, rx)
+            .await?
             .ok_or_else(|| Error::NoOffset(reference.to_owned()))
     }
 
@@ -175,6 +175,23 @@ impl Session {
 
 fn unavailable(stream: &Stream) -> Error {
     Error::StreamNotAvailable(stream.id.name.clone(), "stream is being deleted".into())
+}
+
+/// How long a query waits for its answer. A replicated stream's leader answers once a
+/// majority holds what the answer was read from; without a majority that never comes, and
+/// the client is told the stream is not available instead of waiting for ever.
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A query's answer from the stream's writer.
+pub(super) async fn answer<T>(stream: &Stream, rx: oneshot::Receiver<T>) -> Result<T, Error> {
+    match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(_)) => Err(unavailable(stream)),
+        Err(_) => Err(Error::StreamNotAvailable(
+            stream.id.name.clone(),
+            "no majority of its members answered in time".into(),
+        )),
+    }
 }
 
 /// A reference (publisher or consumer name) must fit the tracking format's one-byte length.

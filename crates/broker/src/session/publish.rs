@@ -6,7 +6,7 @@ use brook_protocol::chunk::Entry;
 use brook_protocol::{Publish, ResponseCode};
 use tokio::sync::oneshot;
 
-use super::{Session, check_reference, unavailable};
+use super::{Session, check_reference};
 use crate::Error;
 use crate::budget::Charge;
 use crate::counters::PublisherCounters;
@@ -181,7 +181,7 @@ impl Session {
             reference: reference.to_owned(),
             reply,
         })?;
-        rx.await.map_err(|_| unavailable(&stream))
+        super::answer(&stream, rx).await
     }
 }
 
