@@ -266,10 +266,27 @@ impl Cluster {
             return;
         }
         broker.set_cluster(Arc::new(Hooks::new(self.clone())));
+        let seed: Vec<_> = broker.super_stream_definitions().into_iter().collect();
         self.state.set_broker(broker.clone());
+        tokio::spawn(self.clone().seed_super_streams(seed));
         tokio::spawn(crate::streams::watch(self.clone()));
         tokio::spawn(crate::failover::watch(self.clone()));
         tokio::spawn(self.clone().watch_peers());
+    }
+
+    /// Proposes this node's super streams as the cluster's, unless it has some already; the
+    /// first node's win, as for users.
+    async fn seed_super_streams(
+        self: Arc<Self>,
+        seed: Vec<((String, String), brook_broker::SuperStream)>,
+    ) {
+        while !self.metadata().super_streams_seeded && !self.is_stopped() {
+            match self.propose(Command::SeedSuperStreams(seed.clone())).await {
+                Ok(_) => return,
+                Err(e) => tracing::debug!("seeding the cluster's super streams: {e}; retrying"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Makes `store` a copy of the cluster's users, vhosts and permissions: its changes go

@@ -138,7 +138,12 @@ impl Inner {
         }
     }
 
+    /// Until the super streams are seeded, a node keeps its own definitions (the seed is
+    /// about to bring them, or another node's).
     fn install_super_streams(&self) {
+        if !self.metadata.super_streams_seeded {
+            return;
+        }
         if let Some(broker) = &self.broker {
             broker.install_super_streams(self.metadata.super_streams.clone());
         }

@@ -226,6 +226,11 @@ impl Broker {
         }
     }
 
+    /// Every super stream definition this node holds.
+    pub fn super_stream_definitions(&self) -> SuperStreamMap {
+        self.inner.super_streams.all()
+    }
+
     /// Makes the cluster's super stream definitions this node's.
     pub fn install_super_streams(&self, map: SuperStreamMap) {
         if let Err(e) = self.inner.super_streams.install(map) {

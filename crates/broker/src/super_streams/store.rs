@@ -120,6 +120,11 @@ impl SuperStreams {
         self.read().contains_key(&key(vhost, name))
     }
 
+    /// Every definition, as a cluster is seeded with them.
+    pub(crate) fn all(&self) -> SuperStreamMap {
+        self.read().clone()
+    }
+
     /// (vhost, name) of every super stream, sorted.
     pub(crate) fn names(&self) -> Vec<(String, String)> {
         self.read().keys().cloned().collect()

@@ -113,6 +113,9 @@ pub enum Command {
     SeedAccess(Access),
     /// A change to the cluster's users, vhosts and permissions.
     Access(AccessChange),
+    /// A node's own super stream definitions, which become the cluster's if it has none yet
+    /// (the first proposal wins, as for users).
+    SeedSuperStreams(Vec<((String, String), brook_broker::SuperStream)>),
     /// A change to the super stream definitions.
     SuperStream(SuperStreamChange),
     /// `rabbitmq-streams add_replica`: `node` becomes a member of the stream (it catches up
@@ -229,6 +232,9 @@ pub struct Metadata {
     /// Super stream definitions, (vhost, name) → partitions and binding keys.
     #[serde(default, with = "as_pairs")]
     pub super_streams: SuperStreamMap,
+    /// Whether the super streams were seeded or changed: until then nodes keep their own.
+    #[serde(default)]
+    pub super_streams_seeded: bool,
     /// The metadata group's voters, from the membership entries of its log: streams are
     /// placed on them (a node is a member before it has announced its name and address).
     #[serde(default)]
@@ -286,8 +292,18 @@ impl Metadata {
             } => self.member_stopped(key, node, epoch, tail),
             Command::SeedAccess(access) => Ok(self.seed_access(access)),
             Command::Access(change) => self.change_access(change),
+            Command::SeedSuperStreams(_) if self.super_streams_seeded => Ok(Applied::Stale),
+            Command::SeedSuperStreams(definitions) => {
+                self.super_streams = definitions.into_iter().collect();
+                self.super_streams_seeded = true;
+                Ok(Applied::SuperStreamChanged(SuperStreamAnswer::Changed(
+                    true,
+                )))
+            }
             Command::SuperStream(change) => {
-                apply_super_stream_change(&mut self.super_streams, change)
+                let applied = apply_super_stream_change(&mut self.super_streams, change);
+                self.super_streams_seeded |= applied.is_ok();
+                applied
                     .map(Applied::SuperStreamChanged)
                     .map_err(MetadataError::SuperStream)
             }

@@ -275,3 +275,29 @@ fn replicas_are_added_and_deleted_but_not_the_leader_or_the_last() {
     let members: Vec<NodeId> = m.streams[&key("s")].members.keys().copied().collect();
     assert_eq!(members, [1]);
 }
+
+#[test]
+fn the_first_super_stream_seed_wins_and_a_change_counts_as_one() {
+    let definition = |p: &str| brook_broker::SuperStream {
+        partitions: vec![p.into()],
+        binding_keys: vec!["k".into()],
+    };
+    let seed =
+        |p: &str| Command::SeedSuperStreams(vec![(("/".into(), "ss".into()), definition(p))]);
+    let mut m = cluster(2);
+    assert!(!m.super_streams_seeded);
+    assert!(matches!(
+        m.apply(seed("a")),
+        Ok(Applied::SuperStreamChanged(_))
+    ));
+    assert_eq!(m.apply(seed("b")), Ok(Applied::Stale));
+    assert_eq!(m.super_streams[&("/".into(), "ss".into())], definition("a"));
+
+    let mut changed = cluster(2);
+    let declare = brook_broker::SuperStreamChange::Declare {
+        vhost: "/".into(),
+        name: "other".into(),
+    };
+    changed.apply(Command::SuperStream(declare)).unwrap();
+    assert_eq!(changed.apply(seed("b")), Ok(Applied::Stale));
+}
