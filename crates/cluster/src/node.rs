@@ -123,6 +123,20 @@ fn raft_config() -> Result<Arc<openraft::Config>, StartError> {
         .map_err(|e| StartError::Raft(e.to_string()))
 }
 
+/// Turns elections off until this node hears a leader or [`ELECTION_GRACE`] passes.
+fn listen_before_electing(raft: &Raft) {
+    raft.runtime_config().elect(false);
+    let listening = raft.clone();
+    tokio::spawn(async move {
+        let leader = listening
+            .wait(Some(ELECTION_GRACE))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await;
+        tracing::debug!(heard_a_leader = leader.is_ok(), "elections enabled");
+        listening.runtime_config().elect(true);
+    });
+}
+
 impl Cluster {
     /// Opens the node's Raft files, starts serving the cluster port and forms (or rejoins) the
     /// cluster. Returns once the node runs; the cluster may still be electing.
@@ -153,16 +167,7 @@ impl Cluster {
         let raft = Raft::new(config.node_id, raft_config()?, network, log, state.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        raft.runtime_config().elect(false);
-        let listening = raft.clone();
-        tokio::spawn(async move {
-            let leader = listening
-                .wait(Some(ELECTION_GRACE))
-                .metrics(|m| m.current_leader.is_some(), "a leader")
-                .await;
-            tracing::debug!(heard_a_leader = leader.is_ok(), "elections enabled");
-            listening.runtime_config().elect(true);
-        });
+        listen_before_electing(&raft);
         let local_addr = listener.local_addr().map_err(|source| StartError::Listen {
             addr: config.listen,
             source,
