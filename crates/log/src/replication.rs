@@ -248,41 +248,19 @@ impl Log {
     /// the new leader does not have: chunks of an old epoch that never reached a majority, so
     /// were never confirmed nor shown to readers. Returns the reopened log, which keeps this
     /// one's readers (its [`LogReader`](crate::LogReader)s see the cut log).
-    pub fn truncate(mut self, next_offset: u64) -> Result<Log> {
-        self.sync()?;
-        self.files = None;
-        let (storage, dir, config) = (self.storage.clone(), self.dir.clone(), self.config.clone());
-        let shared = self.shared.clone();
-        let segments = std::mem::take(&mut self.segments);
-        drop(self);
-        for segment in segments.iter().rev() {
+    pub fn truncate(self, next_offset: u64) -> Result<Log> {
+        let closed = self.close()?;
+        for segment in closed.segments.iter().rev() {
             if segment.next_offset <= next_offset {
                 break;
             }
             if segment.first_chunk_id >= next_offset && segment.first_chunk_id > 0 {
-                for path in [
-                    index_path(&dir, segment.first_chunk_id),
-                    segment_path(&dir, segment.first_chunk_id),
-                ] {
-                    storage.remove_file(&path).map_err(LogError::io(&path))?;
-                }
+                closed.remove_segment(segment.first_chunk_id)?;
                 continue;
             }
-            cut(&*storage, &dir, segment, next_offset)?;
+            cut(&*closed.storage, &closed.dir, segment, next_offset)?;
         }
-        sync_dir(&*storage, &dir)?;
-        let (mut log, _) = Log::open(storage, &dir, config)?;
-        // The readers hold the old shared state: give it the cut log's view, forget the
-        // chunks kept for readers at the tail, and make it the new log's.
-        let view = log.shared.read().clone();
-        *shared.write() = view;
-        shared.tail.clear();
-        let cut = log.reader().stats();
-        if let Some(last) = cut.last_chunk_id {
-            shared.set_last_written(last, cut.written_end);
-        }
-        log.shared = shared;
-        Ok(log)
+        closed.reopen()
     }
 
     /// A replica whose whole log lies below the leader's (the leader's retention removed
@@ -290,42 +268,39 @@ impl Log {
     /// go, and it starts again, empty, at `next_offset`, the leader's first chunk. Nothing is
     /// lost that the leader still has; retention, with the same arguments, would remove the
     /// rest here too. Readers keep the shared state, as after [`Log::truncate`].
-    pub fn restart_at(mut self, next_offset: u64) -> Result<Log> {
+    pub fn restart_at(self, next_offset: u64) -> Result<Log> {
         if next_offset < self.next_offset() {
             return Err(LogError::OutOfSequence {
                 expected: self.next_offset(),
                 got: next_offset,
             });
         }
-        self.sync()?;
-        self.files = None;
-        let (storage, dir, config) = (self.storage.clone(), self.dir.clone(), self.config.clone());
-        let shared = self.shared.clone();
-        let segments = std::mem::take(&mut self.segments);
-        drop(self);
+        let closed = self.close()?;
         // The new segment first, then the old ones, oldest first: a crash in between leaves
         // the newest old segments and the empty new one, which recovery removes; the log then
         // ends where it did, and the leader asks again.
-        crate::writer::create_segment_files(&*storage, &dir, next_offset)?;
-        for segment in &segments {
-            if segment.first_chunk_id == next_offset {
-                continue;
-            }
-            for path in [
-                index_path(&dir, segment.first_chunk_id),
-                segment_path(&dir, segment.first_chunk_id),
-            ] {
-                storage.remove_file(&path).map_err(LogError::io(&path))?;
+        crate::writer::create_segment_files(&*closed.storage, &closed.dir, next_offset)?;
+        for segment in &closed.segments {
+            if segment.first_chunk_id != next_offset {
+                closed.remove_segment(segment.first_chunk_id)?;
             }
         }
-        sync_dir(&*storage, &dir)?;
-        let (mut log, _) = Log::open(storage, &dir, config)?;
-        let view = log.shared.read().clone();
-        *shared.write() = view;
-        shared.tail.clear();
-        shared.reset_written(next_offset);
-        log.shared = shared;
-        Ok(log)
+        closed.reopen()
+    }
+
+    /// Syncs and closes the log for [`Log::truncate`] or [`Log::restart_at`].
+    fn close(mut self) -> Result<Closed> {
+        self.sync()?;
+        self.files = None;
+        let closed = Closed {
+            storage: self.storage.clone(),
+            dir: self.dir.clone(),
+            config: self.config.clone(),
+            shared: self.shared.clone(),
+            segments: std::mem::take(&mut self.segments),
+        };
+        drop(self);
+        Ok(closed)
     }
 
     fn bad_chunk(&self, position: u64, source: chunk::ChunkError) -> LogError {
@@ -429,4 +404,46 @@ fn cut(
         file.sync_data().map_err(LogError::io(path))?;
     }
     Ok(())
+}
+
+/// A log closed to change its files, with what reopening it needs.
+struct Closed {
+    storage: brook_storage::SharedStorage,
+    dir: std::path::PathBuf,
+    config: crate::LogConfig,
+    /// The readers' shared state, kept across the reopening.
+    shared: std::sync::Arc<crate::reader::Shared>,
+    segments: Vec<SegmentInfo>,
+}
+
+impl Closed {
+    /// Index first: a segment without its index is rebuilt on recovery.
+    fn remove_segment(&self, first_chunk_id: u64) -> Result<()> {
+        for path in [
+            index_path(&self.dir, first_chunk_id),
+            segment_path(&self.dir, first_chunk_id),
+        ] {
+            self.storage
+                .remove_file(&path)
+                .map_err(LogError::io(&path))?;
+        }
+        Ok(())
+    }
+
+    /// Reopens the changed log. Its readers hold the old shared state: it gets the new log's
+    /// view, forgets the chunks kept for readers at the tail, and becomes the new log's.
+    fn reopen(self) -> Result<Log> {
+        sync_dir(&*self.storage, &self.dir)?;
+        let (mut log, _) = Log::open(self.storage, &self.dir, self.config)?;
+        let view = log.shared.read().clone();
+        *self.shared.write() = view;
+        self.shared.tail.clear();
+        let stats = log.reader().stats();
+        match stats.last_chunk_id {
+            Some(last) => self.shared.set_last_written(last, stats.written_end),
+            None => self.shared.reset_written(stats.written_end),
+        }
+        log.shared = self.shared;
+        Ok(log)
+    }
 }
