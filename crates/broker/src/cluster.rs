@@ -12,7 +12,7 @@ use tokio::sync::{oneshot, watch};
 use crate::args::StreamArgs;
 use crate::error::Error;
 use crate::registry::{Broker, Shipments, Slot};
-use crate::stream::{Command, Role, StreamId};
+use crate::stream::{Command, Reshape, Role, StreamId};
 use crate::super_streams::{SuperStreamAnswer, SuperStreamChange};
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -173,14 +173,10 @@ impl Broker {
         self.ask(id, |reply| Command::Tail { reply }).await
     }
 
-    /// A replica cuts its log back to end at `to`; returns its new end.
-    pub async fn truncate(&self, id: &StreamId, to: u64) -> Result<u64, Error> {
-        self.ask(id, |reply| Command::Truncate { to, reply }).await
-    }
-
-    /// A replica starts its log again, empty, at `at`; returns its new end.
-    pub async fn restart_replica(&self, id: &StreamId, at: u64) -> Result<u64, Error> {
-        self.ask(id, |reply| Command::Restart { at, reply }).await
+    /// A replica's log is cut back or started again; returns its new end.
+    pub async fn reshape(&self, id: &StreamId, change: Reshape) -> Result<u64, Error> {
+        self.ask(id, |reply| Command::Reshape { change, reply })
+            .await
     }
 
     /// Sends a stream's task a command and waits for its answer.

@@ -57,7 +57,7 @@ pub use info::{MemberStatus, StreamInfo, StreamStatus, UnavailableStream};
 pub use outgoing::{ControlEvent, ControlSender, Outgoing, OutgoingSender};
 pub use registry::{Broker, Shipments, stream_name};
 pub use session::{Session, Subscribed};
-pub use stream::{Role, StreamId, Tracked};
+pub use stream::{Reshape, Role, StreamId, Tracked};
 pub use super_streams::{
     SuperStream, SuperStreamAnswer, SuperStreamChange, SuperStreamMap, apply_super_stream_change,
 };

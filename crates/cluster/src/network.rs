@@ -57,23 +57,15 @@ pub(crate) enum Request {
         epoch: u64,
         leader: NodeId,
     },
-    /// A leader found that a replica's last chunk is not in its log: the replica cuts its
-    /// log back to end at `to` (then the leader opens a link again).
-    Truncate {
+    /// A leader has a replica's log changed before it feeds it: cut back where the leader's
+    /// log differs, or started again at the leader's first chunk (then the leader opens a
+    /// link again).
+    Reshape {
         vhost: String,
         name: String,
         epoch: u64,
         leader: NodeId,
-        to: u64,
-    },
-    /// The replica's log lies wholly below the leader's (retention): it starts again, empty,
-    /// at `at`, the leader's first chunk.
-    Restart {
-        vhost: String,
-        name: String,
-        epoch: u64,
-        leader: NodeId,
-        at: u64,
+        change: brook_broker::Reshape,
     },
     /// A consumer on a replica stored an offset; the leader writes it.
     StoreOffset {

@@ -13,7 +13,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use brook_broker::{Broker, Role, StreamId};
+use brook_broker::{Broker, Reshape, Role, StreamId};
 use brook_log::{LogReader, Seek, Shipped};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufStream};
@@ -131,14 +131,14 @@ impl Feed {
             if next > first
                 && let Some((chunk_id, _)) = last
             {
-                return self.cut_back(chunk_id).await;
+                return self.reshape(Reshape::CutTo(chunk_id)).await;
             }
-            return self.restart_replica(first).await;
+            return self.reshape(Reshape::StartAt(first)).await;
         }
         if let Some((chunk_id, epoch)) = last
             && !self.holds(chunk_id, epoch)?
         {
-            return self.cut_back(chunk_id).await;
+            return self.reshape(Reshape::CutTo(chunk_id)).await;
         }
         self.broker.acked(&self.id, self.replica, next);
         let (mut rd, mut wr) = tokio::io::split(conn);
@@ -208,13 +208,15 @@ impl Feed {
         Ok(found.is_some_and(|h| h.chunk_id == chunk_id && h.epoch == epoch))
     }
 
-    async fn restart_replica(&self, at: u64) -> io::Result<()> {
-        let request = Request::Restart {
+    /// Has the replica's log cut back (its last chunk is not this leader's: it never
+    /// reached a majority; the next attempt compares the chunk before) or started again.
+    async fn reshape(&self, change: Reshape) -> io::Result<()> {
+        let request = Request::Reshape {
             vhost: self.id.vhost.clone(),
             name: self.id.name.clone(),
             epoch: self.epoch,
             leader: self.leader,
-            at,
+            change,
         };
         match Peer::new(self.addr.clone(), self.key.clone())
             .call(&request, CALL_TIMEOUT)
@@ -222,27 +224,7 @@ impl Feed {
         {
             Reply::Replicate(Ok(_)) => Ok(()),
             Reply::Replicate(Err(e)) => Err(io::Error::other(e)),
-            _ => Err(io::Error::other("unexpected reply to Restart")),
-        }
-    }
-
-    /// The replica's last chunk is not this leader's: it never reached a majority. The
-    /// replica drops it; the next attempt compares the chunk before.
-    async fn cut_back(&self, to: u64) -> io::Result<()> {
-        let request = Request::Truncate {
-            vhost: self.id.vhost.clone(),
-            name: self.id.name.clone(),
-            epoch: self.epoch,
-            leader: self.leader,
-            to,
-        };
-        match Peer::new(self.addr.clone(), self.key.clone())
-            .call(&request, CALL_TIMEOUT)
-            .await?
-        {
-            Reply::Replicate(Ok(_)) => Ok(()),
-            Reply::Replicate(Err(e)) => Err(io::Error::other(e)),
-            _ => Err(io::Error::other("unexpected reply to Truncate")),
+            _ => Err(io::Error::other("unexpected reply to Reshape")),
         }
     }
 
@@ -484,32 +466,18 @@ async fn accept(
     Ok((end, last))
 }
 
-/// A leader asks this replica to cut its log back to end at `to`.
-pub(crate) async fn truncate(
+/// A leader has this replica's log cut back or started again.
+pub(crate) async fn reshape(
     cluster: &Cluster,
     key: &StreamKey,
     epoch: u64,
     leader: NodeId,
-    to: u64,
-) -> Result<ReplicaTail, String> {
-    let id = StreamId::from(key);
-    let broker = current_leader(cluster, key, &id, epoch, leader).await?;
-    let end = broker.truncate(&id, to).await.map_err(|e| e.to_string())?;
-    Ok((end, None))
-}
-
-/// A leader asks this replica to start its log again at `at` (its own first chunk).
-pub(crate) async fn restart(
-    cluster: &Cluster,
-    key: &StreamKey,
-    epoch: u64,
-    leader: NodeId,
-    at: u64,
+    change: Reshape,
 ) -> Result<ReplicaTail, String> {
     let id = StreamId::from(key);
     let broker = current_leader(cluster, key, &id, epoch, leader).await?;
     let end = broker
-        .restart_replica(&id, at)
+        .reshape(&id, change)
         .await
         .map_err(|e| e.to_string())?;
     Ok((end, None))

@@ -94,25 +94,17 @@ async fn answer(cluster: &Cluster, request: Request) -> Reply {
             }
             Reply::Done
         }
-        Request::Truncate {
+        Request::Reshape {
             vhost,
             name,
             epoch,
             leader,
-            to,
+            change,
         } => {
             let key = crate::StreamKey { vhost, name };
-            Reply::Replicate(crate::replication::truncate(cluster, &key, epoch, leader, to).await)
-        }
-        Request::Restart {
-            vhost,
-            name,
-            epoch,
-            leader,
-            at,
-        } => {
-            let key = crate::StreamKey { vhost, name };
-            Reply::Replicate(crate::replication::restart(cluster, &key, epoch, leader, at).await)
+            Reply::Replicate(
+                crate::replication::reshape(cluster, &key, epoch, leader, change).await,
+            )
         }
         // Handled by `connection`, which hands the connection over.
         Request::Replicate { .. } => Reply::Done,

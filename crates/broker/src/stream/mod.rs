@@ -138,20 +138,15 @@ pub(crate) enum Command {
     Tail {
         reply: oneshot::Sender<Result<Option<(u64, u64)>, String>>,
     },
-    /// A replica: cut the log back to end at `to` (the leader does not have what follows).
-    Truncate {
-        to: u64,
+    /// A replica: cut its log back, or start it again, as the leader asks. The reply is the
+    /// log's new end.
+    Reshape {
+        change: Reshape,
         reply: oneshot::Sender<Result<u64, String>>,
     },
     /// A leader: the stream's replicas are now these (its epoch is unchanged).
     SetReplicas {
         replicas: Vec<u64>,
-    },
-    /// A replica: start again, empty, at `at`, the leader's first chunk (the leader's
-    /// retention removed everything this copy could continue from).
-    Restart {
-        at: u64,
-        reply: oneshot::Sender<Result<u64, String>>,
     },
     /// A replica: the leader's chunks to append, and its commit (readers may see up to it).
     /// The reply is the replica's durable end.
@@ -223,6 +218,17 @@ impl StreamState {
             let _ = control.send(event.clone());
         }
     }
+}
+
+/// How a leader has a replica's log changed before it feeds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Reshape {
+    /// Cut back to end at this offset (a chunk boundary): the leader does not have what
+    /// follows, which never reached a majority (`Log::truncate`).
+    CutTo(u64),
+    /// Start again, empty, at this offset, the leader's first chunk: the leader's retention
+    /// removed everything this copy could continue from (`Log::restart_at`).
+    StartAt(u64),
 }
 
 /// What this node does for a stream.

@@ -10,7 +10,7 @@ use brook_log::{Log, Shipped};
 use brook_protocol::ResponseCode;
 use tokio::sync::{mpsc, watch};
 
-use super::{Command, PublishCmd, StreamId, Tracked};
+use super::{Command, PublishCmd, Reshape, StreamId, Tracked};
 use crate::cluster::ClusterHooks;
 use crate::config::Durability;
 use crate::outgoing::Outgoing;
@@ -60,30 +60,16 @@ pub(crate) async fn run(
                 let _ = reply.send(result);
                 current = back;
             }
-            Command::Truncate { to, reply } if !current.is_boundary(to).unwrap_or(false) => {
+            Command::Reshape {
+                change: Reshape::CutTo(to),
+                reply,
+            } if !current.is_boundary(to).unwrap_or(false) => {
                 // Refused before the log is closed: a bad request must not stop the replica.
                 let _ = reply.send(Err(format!("no chunk starts at {to}")));
             }
-            Command::Truncate { to, reply } => {
-                let cut = move |log: Log| log.truncate(to);
-                match reshape(current, cut, reply, &links).await {
-                    Some(cut) => {
-                        tracing::warn!(stream = %links.id, to,
-                            "log cut back to the new leader's: what followed never reached a majority");
-                        current = cut;
-                    }
-                    None => return,
-                }
-            }
-            Command::Restart { at, reply } => {
-                let restart = move |log: Log| log.restart_at(at);
-                match reshape(current, restart, reply, &links).await {
-                    Some(restarted) => {
-                        tracing::warn!(stream = %links.id, at,
-                            "log started again at the leader's first chunk: the leader's \
-                             retention removed everything this copy could continue from");
-                        current = restarted;
-                    }
+            Command::Reshape { change, reply } => {
+                match reshape(current, change, reply, &links).await {
+                    Some(reshaped) => current = reshaped,
                     None => return,
                 }
             }
@@ -108,13 +94,24 @@ pub(crate) async fn run(
 /// on restart recovers them).
 async fn reshape(
     current: Log,
-    change: impl FnOnce(Log) -> brook_log::Result<Log> + Send + 'static,
+    change: Reshape,
     reply: tokio::sync::oneshot::Sender<Result<u64, String>>,
     links: &Links,
 ) -> Option<Log> {
-    let done = tokio::task::spawn_blocking(move || change(current)).await;
+    let done = tokio::task::spawn_blocking(move || match change {
+        Reshape::CutTo(to) => current.truncate(to),
+        Reshape::StartAt(at) => current.restart_at(at),
+    })
+    .await;
     match done {
         Ok(Ok(mut log)) => {
+            match change {
+                Reshape::CutTo(to) => tracing::warn!(stream = %links.id, to,
+                    "log cut back to the new leader's: what followed never reached a majority"),
+                Reshape::StartAt(at) => tracing::warn!(stream = %links.id, at,
+                    "log started again at the leader's first chunk: the leader's retention \
+                     removed everything this copy could continue from"),
+            }
             log.replicate(false);
             let _ = reply.send(Ok(log.next_offset()));
             Some(log)
@@ -184,8 +181,7 @@ fn answer(log: &Log, command: Command, links: &Links) {
         Command::Acked { .. }
         | Command::SetReplicas { .. }
         | Command::Replicate { .. }
-        | Command::Truncate { .. }
-        | Command::Restart { .. } => {}
+        | Command::Reshape { .. } => {}
         Command::Shutdown { .. } | Command::Delete { .. } => {}
     }
 }

@@ -158,9 +158,7 @@ impl StreamWriter {
                         q.set_replicas(&replicas);
                     }
                 }
-                Command::Replicate { reply, .. }
-                | Command::Truncate { reply, .. }
-                | Command::Restart { reply, .. } => {
+                Command::Replicate { reply, .. } | Command::Reshape { reply, .. } => {
                     let _ = reply.send(Err("this node leads the stream".into()));
                 }
                 Command::Tail { reply } => {
