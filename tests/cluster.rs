@@ -17,7 +17,7 @@ use common::cluster::*;
 use common::http::{self, GUEST};
 use futures::StreamExt;
 use rabbitmq_stream_client::Environment;
-use rabbitmq_stream_client::types::{Message, OffsetSpecification};
+use rabbitmq_stream_client::types::OffsetSpecification;
 
 async fn env(port: u16) -> Environment {
     Environment::builder()
@@ -26,12 +26,6 @@ async fn env(port: u16) -> Environment {
         .build()
         .await
         .unwrap()
-}
-
-fn messages(from: u64, to: u64) -> Vec<Message> {
-    (from..to)
-        .map(|i| Message::builder().body(i.to_string()).build())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,7 +38,7 @@ async fn a_replicated_stream_confirms_on_a_majority_and_serves_consumers_on_repl
     env.stream_creator().create("replicated").await.unwrap();
     let producer = env.producer().build("replicated").await.unwrap();
     let statuses = producer
-        .batch_send_with_confirm(messages(0, 1000))
+        .batch_send_with_confirm(numbered(0, 1000))
         .await
         .unwrap();
     assert!(statuses.iter().all(|s| s.confirmed()));
@@ -56,14 +50,7 @@ async fn a_replicated_stream_confirms_on_a_majority_and_serves_consumers_on_repl
         .build("replicated")
         .await
         .unwrap();
-    for i in 0..1000u64 {
-        let d = tokio::time::timeout(Duration::from_secs(20), consumer.next())
-            .await
-            .expect("a message")
-            .unwrap()
-            .unwrap();
-        assert_eq!(d.message().data().unwrap(), i.to_string().as_bytes());
-    }
+    expect_numbered(&mut consumer, 0, 1000).await;
     // Closed before its node is killed: the client's handling of a lost connection can spin
     // on the runtime's threads.
     consumer.handle().close().await.unwrap();
@@ -83,7 +70,7 @@ async fn a_replicated_stream_confirms_on_a_majority_and_serves_consumers_on_repl
 
     // One replica gone: the other one and the leader are a majority.
     brooks[2].take().unwrap().kill();
-    let sent = producer.batch_send_with_confirm(messages(1000, 1100));
+    let sent = producer.batch_send_with_confirm(numbered(1000, 1100));
     let Ok(statuses) = tokio::time::timeout(Duration::from_secs(20), sent).await else {
         panic!("no confirm with one replica down\n{}", logs(&brooks));
     };
@@ -94,7 +81,7 @@ async fn a_replicated_stream_confirms_on_a_majority_and_serves_consumers_on_repl
     brooks[1].take().unwrap().kill();
     let pending = tokio::spawn(async move {
         let statuses = producer
-            .batch_send_with_confirm(messages(1100, 1101))
+            .batch_send_with_confirm(numbered(1100, 1101))
             .await
             .unwrap();
         // Closed here: the client's Drop blocks its thread (see tests/client.rs).
@@ -167,7 +154,7 @@ async fn killing_the_leader_loses_no_confirmed_message() {
             || env.producer().name("harness").build("failover"),
         )
         .await;
-        let batch = messages(seq, seq + 100);
+        let batch = numbered(seq, seq + 100);
         let statuses = tokio::time::timeout(
             Duration::from_secs(20),
             producer.batch_send_with_confirm(batch),
@@ -190,7 +177,7 @@ async fn killing_the_leader_loses_no_confirmed_message() {
         seq += 100;
         // More publishes in flight while the leader dies: whatever of them is confirmed
         // must survive too.
-        let in_flight = messages(seq, seq + 2000);
+        let in_flight = numbered(seq, seq + 2000);
         let base = seq;
         seq += 2000;
         let publishing = tokio::spawn(async move {
@@ -373,7 +360,7 @@ async fn a_partitioned_leader_never_confirms_and_the_majority_goes_on() {
             .unwrap();
         let early = tokio::time::timeout(
             Duration::from_millis(1500),
-            alone.batch_send_with_confirm(messages(1_000_000 + seq, 1_000_000 + seq + 10)),
+            alone.batch_send_with_confirm(numbered(1_000_000 + seq, 1_000_000 + seq + 10)),
         )
         .await;
         let confirmed_alone = early.is_ok_and(|r| r.is_ok_and(|s| s.iter().any(|s| s.confirmed())));
@@ -434,7 +421,7 @@ async fn publish(port: u16, name: &str, seq: u64, brooks: &[Option<Brook>]) -> V
         || env.producer().name(name).build("partitioned"),
     )
     .await;
-    let sent = producer.batch_send_with_confirm(messages(seq, seq + 100));
+    let sent = producer.batch_send_with_confirm(numbered(seq, seq + 100));
     let statuses = tokio::time::timeout(Duration::from_secs(20), sent)
         .await
         .unwrap_or_else(|_| panic!("no confirms\n{}", logs(brooks)))
@@ -583,7 +570,7 @@ async fn a_consumer_on_a_replica_keeps_its_offset_when_the_leader_dies() {
     env.stream_creator().create("offsets").await.unwrap();
     let producer = env.producer().build("offsets").await.unwrap();
     let statuses = producer
-        .batch_send_with_confirm(messages(0, 200))
+        .batch_send_with_confirm(numbered(0, 200))
         .await
         .unwrap();
     assert!(statuses.iter().all(|s| s.confirmed()));

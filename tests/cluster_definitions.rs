@@ -27,10 +27,6 @@ async fn login(port: u16, user: &str, pass: &str, vhost: &str) -> Result<Environ
         .await
 }
 
-fn port(brooks: &[Option<Brook>], i: usize) -> u16 {
-    brooks[i].as_ref().unwrap().addr.port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_vhosts_and_permissions_are_the_clusters() {
     let dir = tempfile::tempdir().unwrap();

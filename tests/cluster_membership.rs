@@ -14,7 +14,6 @@ use serde_json::Value;
 
 use common::child::Brook;
 use common::cluster::*;
-use futures::StreamExt;
 use rabbitmq_stream_client::Environment;
 use rabbitmq_stream_client::types::{ByteCapacity, LeaderLocator, Message, OffsetSpecification};
 
@@ -24,10 +23,6 @@ async fn env(port: u16) -> Result<Environment, rabbitmq_stream_client::error::Cl
         .port(port)
         .build()
         .await
-}
-
-fn port(brooks: &[Option<Brook>], i: usize) -> u16 {
-    brooks[i].as_ref().unwrap().addr.port()
 }
 
 /// `brook ctl ARGS` against `brook`: its exit code and what it printed.
@@ -194,10 +189,10 @@ async fn a_node_joins_then_is_forgotten() {
     )
     .await;
     let producer = fourth.producer().build("joined").await.unwrap();
-    let messages = (0..100)
-        .map(|i| Message::builder().body(format!("{i}")).build())
-        .collect();
-    let statuses = producer.batch_send_with_confirm(messages).await.unwrap();
+    let statuses = producer
+        .batch_send_with_confirm(numbered(0, 100))
+        .await
+        .unwrap();
     assert!(statuses.iter().all(|s| s.confirmed()));
     producer.close().await.unwrap();
     let r = common::http::get(first, "/api/queues/%2F/joined", common::http::GUEST).await;
@@ -266,13 +261,6 @@ async fn a_node_joins_then_is_forgotten() {
         },
     )
     .await;
-    for i in 0..100 {
-        let d = tokio::time::timeout(std::time::Duration::from_secs(20), consumer.next())
-            .await
-            .expect("a message")
-            .unwrap()
-            .unwrap();
-        assert_eq!(d.message().data().unwrap(), i.to_string().as_bytes());
-    }
+    expect_numbered(&mut consumer, 0, 100).await;
     consumer.handle().close().await.unwrap();
 }

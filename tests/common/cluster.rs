@@ -171,3 +171,32 @@ pub async fn formed_of(http: SocketAddr, n: usize) {
     )
     .await;
 }
+
+/// Node `i`'s stream port.
+pub fn port(brooks: &[Option<Brook>], i: usize) -> u16 {
+    brooks[i].as_ref().unwrap().addr.port()
+}
+
+/// Messages whose bodies are their numbers, `from` to `to` (excluded).
+pub fn numbered(from: u64, to: u64) -> Vec<rabbitmq_stream_client::types::Message> {
+    (from..to)
+        .map(|i| {
+            rabbitmq_stream_client::types::Message::builder()
+                .body(i.to_string())
+                .build()
+        })
+        .collect()
+}
+
+/// Reads `from` to `to` (excluded) from `consumer`, each body its number, in order.
+pub async fn expect_numbered(consumer: &mut rabbitmq_stream_client::Consumer, from: u64, to: u64) {
+    use futures::StreamExt;
+    for i in from..to {
+        let d = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+            .await
+            .expect("a message")
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.message().data().unwrap(), i.to_string().as_bytes());
+    }
+}
